@@ -1,0 +1,1 @@
+//! Operational plumbing shared by `log-proxy` and `journal-fanout`.

@@ -1,0 +1,1 @@
+//! journald native protocol writer.

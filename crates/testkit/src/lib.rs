@@ -1,0 +1,460 @@
+//! Real services for the suite's tests — never mocks.
+//!
+//! * [`Journald`]: a private `systemd-journald` in a fresh namespace, rate limit off,
+//!   read back with `journalctl --namespace=NS -o json`.
+//! * [`docker()`]: a running Docker engine (started on demand with the vfs driver and no
+//!   networking) and the `busybox:local` image imported from `busybox-static`.
+//! * [`Moto`]: the CloudWatch Logs emulator (`moto_server`) on a free loopback port.
+//!
+//! Every start waits on the real readiness signal (socket exists, HTTP answers) and a
+//! missing service is a failure that says what to install — never a silent skip.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+/// One journal entry as `journalctl -o json` prints it.
+pub type Entry = Map<String, Value>;
+
+/// Poll `f` until it returns `Some`, or panic after `timeout` naming `what`.
+/// Polling is the readiness check itself (the condition is re-read each time), not a sleep
+/// standing in for one.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
+
+/// A unique name for this process and call: `prefix` + pid + counter.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}{}x{}x{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos & 0xffff
+    )
+}
+
+fn require_binary(path: &str, install: &str) {
+    if !Path::new(path).exists() && which(path).is_none() {
+        panic!("{path} is not installed: run `{install}` (or ./.ci/run, which installs everything the tests need)");
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn is_socket(p: &Path) -> bool {
+    fs::metadata(p)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
+}
+
+/// A private journald in its own namespace; stopped and its storage removed on drop.
+pub struct Journald {
+    namespace: String,
+    child: Child,
+    socket: PathBuf,
+    conf: PathBuf,
+}
+
+impl Journald {
+    /// Start a fresh namespace with rate limiting off and volatile storage.
+    pub fn start() -> Journald {
+        Journald::start_with_config("")
+    }
+
+    /// Like [`Journald::start`], with extra lines for the `[Journal]` section
+    /// (e.g. `RuntimeMaxFileSize=1M` to force rotation).
+    pub fn start_with_config(extra: &str) -> Journald {
+        const BIN: &str = "/lib/systemd/systemd-journald";
+        require_binary(BIN, "apt-get install -y systemd");
+        let namespace = unique_name("t");
+        let conf = PathBuf::from(format!("/etc/systemd/journald@{namespace}.conf"));
+        fs::create_dir_all("/etc/systemd").expect("create /etc/systemd");
+        fs::write(
+            &conf,
+            format!(
+                "[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\n{extra}\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("cannot write {} (tests run as root): {e}", conf.display()));
+        let socket = PathBuf::from(format!("/run/systemd/journal.{namespace}/socket"));
+        let child = Command::new(BIN)
+            .arg(&namespace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let mut j = Journald {
+            namespace,
+            child,
+            socket,
+            conf,
+        };
+        let sock = j.socket.clone();
+        wait_until(Duration::from_secs(20), "journald's socket to appear", || {
+            if let Ok(Some(status)) = j.child.try_wait() {
+                panic!("systemd-journald exited early with {status}");
+            }
+            is_socket(&sock).then_some(())
+        });
+        j
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The native-protocol socket: `/run/systemd/journal.NS/socket`.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The directory holding this namespace's journal files.
+    pub fn directory(&self) -> PathBuf {
+        let mid = fs::read_to_string("/etc/machine-id").unwrap_or_default();
+        PathBuf::from(format!(
+            "/run/log/journal/{}.{}",
+            mid.trim(),
+            self.namespace
+        ))
+    }
+
+    /// Ask journald to write everything it has received to the journal files.
+    pub fn sync(&self) {
+        let _ = Command::new("journalctl")
+            .arg(format!("--namespace={}", self.namespace))
+            .arg("--sync")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// All entries of the namespace, oldest first.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.entries_matching(&[])
+    }
+
+    /// Entries matching journalctl match arguments such as `CONTAINER_NAME=web`.
+    pub fn entries_matching(&self, matches: &[&str]) -> Vec<Entry> {
+        let out = Command::new("journalctl")
+            .arg(format!("--namespace={}", self.namespace))
+            .args(["-o", "json", "--no-pager", "--all", "--output-fields="])
+            .args(matches)
+            .output()
+            .expect("journalctl is missing: apt-get install -y systemd");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Wait until at least `n` entries match `matches`; returns them.
+    pub fn wait_for_count(&self, matches: &[&str], n: usize, timeout: Duration) -> Vec<Entry> {
+        let mut last = 0;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_until(timeout, "journal entries", || {
+                let e = self.entries_matching(matches);
+                last = e.len();
+                (e.len() >= n).then_some(e)
+            })
+        }));
+        match r {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "journald namespace {} has {last} entries matching {matches:?}, expected at least {n} within {timeout:?}",
+                self.namespace
+            ),
+        }
+    }
+}
+
+/// A field of a journal entry as bytes: journalctl prints non-UTF-8 or binary values as
+/// arrays of numbers, and repeated fields as arrays of those.
+pub fn field_bytes(e: &Entry, key: &str) -> Option<Vec<u8>> {
+    match e.get(key)? {
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Array(a) if a.iter().all(|v| v.is_u64()) => {
+            Some(a.iter().map(|v| v.as_u64().unwrap() as u8).collect())
+        }
+        Value::Array(a) => a.first().and_then(|v| match v {
+            Value::String(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// A field of a journal entry as text (lossy for non-UTF-8).
+pub fn field(e: &Entry, key: &str) -> Option<String> {
+    field_bytes(e, key).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.conf);
+        let _ = fs::remove_dir_all(self.directory());
+        let _ = fs::remove_dir_all(format!("/run/systemd/journal.{}", self.namespace));
+    }
+}
+
+/// The name of the image `docker()` provides.
+pub const BUSYBOX_IMAGE: &str = "busybox:local";
+
+/// Make sure a Docker engine answers and the `busybox:local` image exists.
+///
+/// Starts `dockerd --storage-driver vfs --iptables=false --bridge=none` when none runs
+/// (it then outlives the test process, so later tests reuse it). Serialized across
+/// concurrently running test processes with a lock file.
+pub fn docker() {
+    require_binary("dockerd", "apt-get install -y docker.io busybox-static");
+    require_binary("/bin/busybox", "apt-get install -y busybox-static");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/logsuite-testkit-docker.lock")
+        .expect("open docker lock file");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    unsafe { libc::flock(fd, libc::LOCK_EX) };
+
+    if !docker_answers() {
+        let log = fs::File::create("/tmp/logsuite-dockerd.log").expect("create dockerd log");
+        Command::new("dockerd")
+            .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start dockerd");
+        let start = Instant::now();
+        while !docker_answers() {
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!("dockerd did not answer `docker info` within 60s; see /tmp/logsuite-dockerd.log");
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let have_image = Command::new("docker")
+        .args(["image", "inspect", BUSYBOX_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !have_image {
+        import_busybox();
+    }
+}
+
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn import_busybox() {
+    let root = std::env::temp_dir().join(unique_name("busybox-root"));
+    let bin = root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox");
+    for applet in [
+        "sh", "echo", "sleep", "seq", "cat", "printf", "yes", "head", "dd", "true", "false", "ls",
+        "tr", "awk", "xargs", "env",
+    ] {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tar");
+    let status = Command::new("docker")
+        .args(["import", "-", BUSYBOX_IMAGE])
+        .stdin(tar.stdout.unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .expect("docker import");
+    let _ = fs::remove_dir_all(&root);
+    assert!(status.success(), "docker import of busybox failed");
+}
+
+/// Run `docker` with `args`, panicking with its stderr on failure; returns stdout trimmed.
+pub fn docker_cmd(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    if !out.status.success() {
+        panic!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Where the Python tools (moto_server, awslogs, aws) live.
+pub fn venv() -> PathBuf {
+    std::env::var_os("LOGSUITE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/logsuite-venv"))
+}
+
+/// A running `moto_server` on a free loopback port; killed on drop.
+pub struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        Moto::start_on(free_port())
+    }
+
+    /// Start on a given port (used to restart the emulator on the same address).
+    pub fn start_on(port: u16) -> Moto {
+        let bin = venv().join("bin/moto_server");
+        if !bin.exists() {
+            panic!(
+                "{} is missing: run `python3 -m venv {v} && {v}/bin/pip install 'moto[server]'` (or ./.ci/run)",
+                bin.display(),
+                v = venv().display()
+            );
+        }
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let mut m = Moto { child, port };
+        wait_until(Duration::from_secs(60), "moto_server to answer", || {
+            if let Ok(Some(status)) = m.child.try_wait() {
+                panic!("moto_server exited early with {status}");
+            }
+            http_get_ok(port, "/moto-api/").then_some(())
+        });
+        m
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Environment for an AWS client to reach this emulator with dummy credentials.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// Stop the emulator (its state is lost).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn http_get_ok(port: u16, path: &str) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    buf[..n].starts_with(b"HTTP/1.") && n >= 12 && &buf[9..10] != b"5"
+}
+
+/// Path of a binary built from this workspace (`target/<profile>/NAME`), found next to the
+/// running test executable. Panics with the build command when it is missing.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/test-xxxx -> target/<profile>/NAME
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let p = dir.join(name);
+    if !p.exists() {
+        panic!(
+            "{} is not built: run `cargo build --workspace --bins` first (the README's test command does)",
+            p.display()
+        );
+    }
+    p
+}

@@ -1,0 +1,2 @@
+//! cwlogs: list, fetch and follow a service's CloudWatch logs from a terminal.
+fn main() {}

@@ -1,0 +1,4 @@
+//! journal-fanout: journald -> per-destination pipelines -> CloudWatch Logs / Loggly / LogDNA.
+#[allow(dead_code)]
+mod sinks;
+fn main() {}

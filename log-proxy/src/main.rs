@@ -1,0 +1,2 @@
+//! log-proxy: Docker syslog driver -> per-container rate limit -> journald.
+fn main() {}
