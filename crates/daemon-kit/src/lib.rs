@@ -1,1 +1,128 @@
-//! Operational plumbing shared by `log-proxy` and `journal-fanout`.
+//! Operational plumbing shared by the suite's daemons (`log-proxy`, `journal-fanout`):
+//! diagnostics to stderr, systemd readiness and watchdog, and a Prometheus text endpoint.
+//!
+//! Kept apart from the programs so each of them reads as its data flow only.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Structured diagnostics on stderr (logfmt-like `key=value` lines), level from `RUST_LOG`
+/// (default `info`). stdout stays free for data.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Tell systemd (when run under it with `Type=notify`) that the service is ready, and start
+/// pinging its watchdog at half the configured interval. Outside systemd this does nothing.
+///
+/// `healthy` is asked before every ping, so a wedged daemon stops pinging and systemd
+/// restarts it.
+pub fn notify_ready(healthy: impl Fn() -> bool + Send + 'static) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let period = Duration::from_micros(usec / 2);
+        std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                if healthy() {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            })
+            .expect("spawn watchdog thread");
+    }
+}
+
+/// Tell systemd the service is stopping.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}
+
+/// Serve Prometheus text exposition at `GET /metrics` on `addr`; `render` produces the body.
+/// Runs until the future is dropped. Any other path answers 404.
+pub async fn serve_metrics<F>(addr: &str, render: F) -> anyhow::Result<()>
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--metrics-address {addr:?} is not HOST:PORT (e.g. 127.0.0.1:9102)"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    let render = Arc::new(render);
+    loop {
+        let (mut conn, _) = listener.accept().await?;
+        let render = render.clone();
+        tokio::spawn(async move {
+            // A metrics scrape is one small GET; read the head, answer, close.
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            while n < buf.len() {
+                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(k)) => {
+                        n += k;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics") {
+                ("200 OK", render())
+            } else {
+                ("404 Not Found", "not found: metrics are at /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+/// Run `fut` on a new current-thread runtime on its own OS thread (for programs whose hot
+/// path is plain threads and only their side jobs are async).
+pub fn spawn_runtime_thread<F>(name: &str, fut: F) -> std::thread::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("build tokio runtime")
+                .block_on(fut)
+        })
+        .expect("spawn runtime thread")
+}
