@@ -53,3 +53,12 @@ pub trait Sink: Send + 'static {
         batch: Vec<Record>,
     ) -> impl std::future::Future<Output = anyhow::Result<Outcome>> + Send;
 }
+
+pub mod http;
+pub mod isolate;
+pub mod logdna;
+pub mod loggly;
+pub mod secret;
+pub mod syslog_tls;
+pub mod tls;
+pub mod truncate;

@@ -1,0 +1,167 @@
+//! Delivering a batch as requests, and isolating what a service refuses: a refused request is
+//! split in halves (bisected) until the refused events stand alone; everything else is
+//! delivered. The losses are reported in the log, in the `Outcome`, and as a notice event in
+//! the destination itself so the person reading the logs sees the hole.
+
+use std::future::Future;
+use std::ops::Range;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use ecs_event::{format_time, Event, Level};
+
+use super::http::Answer;
+use super::{Outcome, Record, Rejected};
+
+/// One event rendered for a destination.
+pub struct Item {
+    /// Requests only mix items with equal keys (Loggly: the tag set).
+    pub key: String,
+    /// The rendered event; its length counts toward the request limit.
+    pub body: String,
+}
+
+/// A destination's request format and service call.
+pub trait Requests: Send {
+    /// Destination name (for notices and logs).
+    fn dest(&self) -> &'static str;
+    /// Largest request body, bytes.
+    fn max_request_bytes(&self) -> usize;
+    /// Bytes a request adds per item (separators) and once (envelope).
+    fn framing(&self) -> (usize, usize);
+    /// Renders one record, within the per-event limit.
+    fn render(&self, record: &Record) -> Item;
+    /// Sends items that share one key as one request (transient failures retried inside).
+    fn send(&mut self, key: &str, items: &[&Item]) -> impl Future<Output = Result<Answer>> + Send;
+}
+
+/// Delivers `batch`; returns when every record is accepted or refused (see the sink contract).
+pub async fn deliver<R: Requests>(r: &mut R, batch: &[Record]) -> Result<Outcome> {
+    let items: Vec<Item> = batch.iter().map(|rec| r.render(rec)).collect();
+    let refused = send_isolating(r, &items).await?;
+    let rejected = summarize(batch, &refused);
+    for rej in &rejected {
+        tracing::error!(
+            dest = r.dest(),
+            group = rej.group,
+            stream = rej.stream,
+            count = rej.count,
+            "{} refused {} events ({} to {}): {}",
+            r.dest(),
+            rej.count,
+            format_time(&rej.first),
+            format_time(&rej.last),
+            rej.reason
+        );
+        let notice = notice(r.dest(), rej);
+        let item = r.render(&notice);
+        if let Answer::Refused(why) = r.send(&item.key, &[&item]).await? {
+            tracing::error!(
+                dest = r.dest(),
+                "{} also refused the notice about the loss in {}/{}: {why}",
+                r.dest(),
+                rej.group,
+                rej.stream
+            );
+        }
+    }
+    Ok(Outcome { rejected })
+}
+
+/// Sends all items, bisecting refused requests; returns (index, reason) of refused items.
+async fn send_isolating<R: Requests>(r: &mut R, items: &[Item]) -> Result<Vec<(usize, String)>> {
+    // Stable order by key keeps journal order within each request.
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| items[a].key.cmp(&items[b].key));
+    let mut pending = chunks(r, items, &order);
+    pending.reverse();
+    let mut refused = Vec::new();
+    while let Some(range) = pending.pop() {
+        let part: Vec<&Item> = order[range.clone()].iter().map(|&i| &items[i]).collect();
+        match r.send(&part[0].key, &part).await? {
+            Answer::Accepted => {}
+            Answer::Refused(why) if range.len() == 1 => refused.push((order[range.start], why)),
+            Answer::Refused(_) => {
+                let mid = range.start + range.len() / 2;
+                pending.push(mid..range.end);
+                pending.push(range.start..mid);
+            }
+        }
+    }
+    refused.sort();
+    Ok(refused)
+}
+
+/// Splits `order` into runs of one key within the request size limit.
+fn chunks<R: Requests>(r: &R, items: &[Item], order: &[usize]) -> Vec<Range<usize>> {
+    let (per_item, envelope) = r.framing();
+    let max = r.max_request_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = envelope;
+    for (pos, &i) in order.iter().enumerate() {
+        let len = items[i].body.len() + per_item;
+        let new_key = pos > start && items[i].key != items[order[start]].key;
+        if pos > start && (new_key || size + len > max) {
+            out.push(start..pos);
+            start = pos;
+            size = envelope;
+        }
+        size += len;
+    }
+    if start < order.len() {
+        out.push(start..order.len());
+    }
+    out
+}
+
+/// Refused items grouped by group, stream and reason, in journal order.
+fn summarize(batch: &[Record], refused: &[(usize, String)]) -> Vec<Rejected> {
+    let mut out: Vec<Rejected> = Vec::new();
+    for (i, why) in refused {
+        let rec = &batch[*i];
+        let t = rec.event.time;
+        match out
+            .iter_mut()
+            .find(|r| r.group == rec.group && r.stream == rec.stream && &r.reason == why)
+        {
+            Some(r) => {
+                r.count += 1;
+                r.first = r.first.min(t);
+                r.last = r.last.max(t);
+            }
+            None => out.push(Rejected {
+                group: rec.group.clone(),
+                stream: rec.stream.clone(),
+                count: 1,
+                first: t,
+                last: t,
+                reason: why.clone(),
+            }),
+        }
+    }
+    out
+}
+
+/// The event that tells readers of the affected stream about the loss.
+pub fn notice(dest: &str, r: &Rejected) -> Record {
+    Record {
+        group: r.group.clone(),
+        stream: r.stream.clone(),
+        event: Event::new(Level::Error, now(), notice_text(dest, r)),
+    }
+}
+
+pub fn notice_text(dest: &str, r: &Rejected) -> String {
+    format!(
+        "journal-fanout: {} events could not be delivered to {dest} between {} and {}: {}",
+        r.count,
+        format_time(&r.first),
+        format_time(&r.last),
+        r.reason
+    )
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
