@@ -1,4 +1,272 @@
-//! journal-fanout: journald -> per-destination pipelines -> CloudWatch Logs / Loggly / LogDNA.
+//! journal-fanout: tails journald and ships every container line to its destinations
+//! (stdout, CloudWatch Logs), each destination at its own pace from its own saved journal
+//! cursor, so nothing is lost across crashes, restarts or outages: journald is the buffer.
+//!
+//! Data flows one way: `source` (journal or stdin, on a thread) → `event` (entry → ecs event)
+//! → `pipeline` (batches, bounded channel) → `sinks` (deliver) → `checkpoint` (save cursor).
+
+mod checkpoint;
+mod config;
+mod event;
+mod metrics;
+mod pipeline;
+// Destinations land here while they are being wired up (see `sinks`).
 #[allow(dead_code)]
 mod sinks;
-fn main() {}
+mod source;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{Config, Destination, JournalLocation, SourceKind};
+use crate::pipeline::Batch;
+use crate::sinks::Sink;
+
+fn main() -> ExitCode {
+    let args = config::Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("journal-fanout: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("journal-fanout: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(config)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // Threads still blocked on a destination that never came back must not keep us alive.
+    runtime.shutdown_background();
+    code
+}
+
+/// A component that ended, and how.
+struct Finished {
+    what: String,
+    result: anyhow::Result<()>,
+}
+
+async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    if let Some(addr) = config.metrics_address {
+        metrics::serve(addr).await?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    let mut running = 0usize;
+
+    // Delivery side: one task per destination.
+    let mut outputs = Vec::new();
+    for &dst in &config.destinations {
+        let (tx, rx) = mpsc::channel::<Batch>(pipeline::QUEUED_BATCHES);
+        let m = metrics::for_destination(dst.name());
+        let checkpoint = match config.src {
+            SourceKind::Journald => {
+                let ns = match &config.journal {
+                    JournalLocation::Namespace(ns) => Some(ns.as_str()),
+                    _ => None,
+                };
+                let cp = Checkpoint::new(&config.state_dir, dst.name(), ns);
+                cp.prepare()?;
+                Some(cp)
+            }
+            SourceKind::Stdin => None,
+        };
+        match dst {
+            Destination::Stdout => spawn_delivery(
+                sinks::stdout::StdoutSink::new(),
+                rx,
+                checkpoint.clone(),
+                m.clone(),
+                &done_tx,
+            ),
+            Destination::CloudWatchLogs => {
+                let sink = sinks::cloudwatch::CloudWatchSink::from_env(
+                    sinks::cloudwatch::config::CloudWatchConfig {
+                        retention_days: config.cloudwatch_retention_days,
+                    },
+                )
+                .await?;
+                spawn_delivery(sink, rx, checkpoint.clone(), m.clone(), &done_tx)
+            }
+        }
+        running += 1;
+        outputs.push((dst, tx, m, checkpoint));
+    }
+
+    // Reading side: the journal once per destination (each from its own cursor), or stdin
+    // once for all.
+    match config.src {
+        SourceKind::Journald => {
+            #[cfg(feature = "journald")]
+            for (dst, tx, m, checkpoint) in outputs {
+                let cursor = checkpoint.as_ref().map(|c| c.load()).transpose()?.flatten();
+                tracing::info!(
+                    destination = dst.name(),
+                    cursor_file = %checkpoint.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
+                    resume = cursor.is_some(),
+                    "reading the journal"
+                );
+                spawn_journal_reader(&config, dst, cursor, vec![(tx, m)], &stop, &done_tx)?;
+                running += 1;
+            }
+            #[cfg(not(feature = "journald"))]
+            anyhow::bail!("this build has no journald support (feature `journald`); use --src stdin");
+        }
+        SourceKind::Stdin => {
+            let outs: Vec<_> = outputs.into_iter().map(|(_, tx, m, _)| (tx, m)).collect();
+            let limits = config.limits;
+            let host = config
+                .rules
+                .hostname_override
+                .clone()
+                .unwrap_or_else(|| config.rules.hostname_default.clone());
+            let stop = stop.clone();
+            let done = done_tx.clone();
+            std::thread::Builder::new()
+                .name("stdin-reader".into())
+                .spawn(move || {
+                    let mut src = source::stdin::StdinSource::start(host);
+                    let result = pipeline::read_loop(&mut src, limits, &outs, &stop);
+                    let _ = done.send(Finished {
+                        what: "stdin reader".into(),
+                        result,
+                    });
+                })
+                .context("cannot start the stdin reader thread")?;
+            running += 1;
+        }
+    }
+    drop(done_tx);
+
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        destinations = ?config.destinations.iter().map(|d| d.name()).collect::<Vec<_>>(),
+        "journal-fanout started"
+    );
+
+    let mut failed = false;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let begin_stop = |deadline: &mut Option<tokio::time::Instant>| {
+        if deadline.is_none() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            *deadline = Some(tokio::time::Instant::now() + config.shutdown_timeout);
+        }
+    };
+    while running > 0 {
+        tokio::select! {
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM: flushing batches and saving cursors");
+                begin_stop(&mut deadline);
+            }
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT: flushing batches and saving cursors");
+                begin_stop(&mut deadline);
+            }
+            Some(f) = done_rx.recv() => {
+                running -= 1;
+                if let Err(e) = f.result {
+                    tracing::error!("{} stopped: {e:#}", f.what);
+                    failed = true;
+                    begin_stop(&mut deadline);
+                }
+            }
+            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
+                tracing::warn!(
+                    timeout = ?config.shutdown_timeout,
+                    "shutdown timeout: exiting with batches undelivered; their cursors were \
+                     not saved, so they are sent again on the next start"
+                );
+                break;
+            }
+        }
+    }
+    tracing::info!("journal-fanout stopped");
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn spawn_delivery<S: Sink>(
+    sink: S,
+    rx: mpsc::Receiver<Batch>,
+    checkpoint: Option<Checkpoint>,
+    m: Arc<metrics::Destination>,
+    done: &mpsc::UnboundedSender<Finished>,
+) {
+    let done = done.clone();
+    let what = format!("destination {}", sink.name());
+    tokio::spawn(async move {
+        let result = pipeline::deliver_loop(sink, rx, checkpoint, m).await;
+        let _ = done.send(Finished { what, result });
+    });
+}
+
+#[cfg(feature = "journald")]
+fn spawn_journal_reader(
+    config: &Config,
+    dst: Destination,
+    cursor: Option<String>,
+    outs: Vec<(mpsc::Sender<Batch>, Arc<metrics::Destination>)>,
+    stop: &Arc<AtomicBool>,
+    done: &mpsc::UnboundedSender<Finished>,
+) -> anyhow::Result<()> {
+    let (location, rules, from, limits) = (
+        config.journal.clone(),
+        config.rules.clone(),
+        config.from,
+        config.limits,
+    );
+    let stop = stop.clone();
+    let done = done.clone();
+    let what = format!("journal reader for {}", dst.name());
+    // The journal handle is not Send: it is opened and used on this thread only.
+    std::thread::Builder::new()
+        .name(format!("journal-{}", dst.name()))
+        .spawn(move || {
+            let result = source::journald::JournaldSource::open(
+                &location,
+                rules,
+                cursor.as_deref(),
+                from,
+            )
+            .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop));
+            let _ = done.send(Finished { what, result });
+        })
+        .context("cannot start a journal reader thread")?;
+    Ok(())
+}

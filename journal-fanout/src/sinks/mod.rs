@@ -9,6 +9,9 @@
 //! Dropping the `deliver` future (shutdown) is always safe: the cursor was not advanced, so the
 //! batch is resent on the next start (at least once).
 
+pub mod cloudwatch;
+pub mod stdout;
+
 use chrono::{DateTime, Utc};
 use ecs_event::Event;
 

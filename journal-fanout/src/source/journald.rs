@@ -1,0 +1,285 @@
+//! Reading the journal with libsystemd (`sd_journal`), resuming from a saved cursor.
+//!
+//! Resume: `seek_cursor`, `next`, and skip that entry only if `test_cursor` says it is the
+//! saved one (protocols.md §4.7); otherwise the saved entry is gone (rotation, vacuum) and the
+//! entry we landed on — the oldest one after it — is read, with the gap reported as a
+//! [`Loss`]. While running, journal sequence numbers between two cursors tell whether
+//! entries vanished before we read them.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{TimeZone, Utc};
+use systemd::journal::{Journal, OpenDirectoryOptions, OpenOptions};
+
+use super::{Loss, Read, Source};
+use crate::config::{EventRules, JournalLocation, StartAt};
+use crate::event::{self, JournalEntry};
+
+pub struct JournaldSource {
+    journal: Journal,
+    rules: EventRules,
+    /// The resume landed on an entry that has not been read yet.
+    current_unread: bool,
+    /// Entries read since the last cursor, and that cursor's position.
+    read_since_cursor: u64,
+    last_position: Option<Position>,
+    loss: Option<Loss>,
+}
+
+impl JournaldSource {
+    /// Open the journal and position it after `cursor` (or per `from` when there is none).
+    pub fn open(
+        location: &JournalLocation,
+        rules: EventRules,
+        cursor: Option<&str>,
+        from: StartAt,
+    ) -> anyhow::Result<JournaldSource> {
+        let mut journal = match location {
+            JournalLocation::System => OpenOptions::default()
+                .local_only(false)
+                .open()
+                .context("cannot open the system journal (run as root or in group systemd-journal)")?,
+            JournalLocation::Namespace(ns) => OpenOptions::default()
+                .open_namespace(ns.as_str())
+                .with_context(|| format!("cannot open journal namespace {ns:?}"))?,
+            JournalLocation::Directory(dir) => OpenDirectoryOptions::default()
+                .open_directory(dir.as_os_str().to_string_lossy().as_ref())
+                .with_context(|| format!("cannot open the journal directory {}", dir.display()))?,
+        };
+        // Fields over 64 KiB would otherwise be cut silently (protocols.md §4.8).
+        journal
+            .set_data_threshold(0)
+            .context("cannot lift the journal data threshold")?;
+        let mut src = JournaldSource {
+            journal,
+            rules,
+            current_unread: false,
+            read_since_cursor: 0,
+            last_position: None,
+            loss: None,
+        };
+        match cursor {
+            Some(c) => src.resume(c)?,
+            None => src.start(from)?,
+        }
+        Ok(src)
+    }
+
+    fn start(&mut self, from: StartAt) -> anyhow::Result<()> {
+        match from {
+            StartAt::Head => self.journal.seek_head().context("cannot seek to the journal head")?,
+            StartAt::Tail => {
+                self.journal.seek_tail().context("cannot seek to the journal tail")?;
+                // Land on the last entry so `next` returns only new ones (and so there is a
+                // cursor to save right away).
+                self.journal.previous().context("cannot read the journal tail")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, cursor: &str) -> anyhow::Result<()> {
+        let saved = Position::parse(cursor);
+        if let Err(e) = self.journal.seek_cursor(cursor) {
+            tracing::error!(
+                cursor, error = %e,
+                "the saved cursor cannot be used; starting at the oldest entry in the journal \
+                 (entries may be shipped again)"
+            );
+            self.journal.seek_head()?;
+            return Ok(());
+        }
+        if self.journal.next().context("cannot read the journal")? == 0 {
+            // Neither the saved entry nor anything after it exists (vacuumed, or a journal
+            // that was replaced): follow new entries from here.
+            if let Some(saved) = saved {
+                tracing::warn!(
+                    cursor,
+                    "the entry of the saved cursor is no longer in the journal and nothing \
+                     newer is; following new entries"
+                );
+                let to = Utc::now();
+                self.loss = Some(Loss {
+                    count: None,
+                    from: saved.time(),
+                    to,
+                });
+            }
+            return Ok(());
+        }
+        if self.journal.test_cursor(cursor).unwrap_or(false) {
+            self.last_position = saved;
+            return Ok(());
+        }
+        // The saved entry is gone; we stand on the oldest entry after it, which is unread.
+        self.current_unread = true;
+        let here = self.journal.cursor().ok().and_then(|c| Position::parse(&c));
+        if let (Some(saved), Some(here)) = (saved, here) {
+            let count = (saved.seqnum_id == here.seqnum_id)
+                .then(|| here.seqnum.saturating_sub(saved.seqnum + 1));
+            if count != Some(0) {
+                self.loss = Some(Loss {
+                    count,
+                    from: saved.time(),
+                    to: here.time(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn read_current(&mut self) -> anyhow::Result<Read> {
+        self.read_since_cursor += 1;
+        let mut e = JournalEntry {
+            realtime_usec: self.journal.timestamp_usec().unwrap_or(0),
+            ..JournalEntry::default()
+        };
+        let group_field = self.rules.group_field.as_bytes();
+        let stream_field = self.rules.stream_field.as_bytes();
+        self.journal.restart_data();
+        loop {
+            let field = match self.journal.enumerate_data() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(err) => {
+                    // A damaged field: keep what was read of the entry.
+                    tracing::debug!(error = %err, "cannot read a field of a journal entry");
+                    break;
+                }
+            };
+            let (name, value) = (field.name(), field.value().unwrap_or_default());
+            let slot = if name == group_field {
+                &mut e.group
+            } else if name == stream_field {
+                &mut e.stream
+            } else {
+                match name {
+                    b"MESSAGE" => &mut e.message,
+                    b"PRIORITY" => &mut e.priority,
+                    b"_HOSTNAME" => &mut e.hostname,
+                    b"_PID" => &mut e.pid,
+                    b"_UID" => &mut e.uid,
+                    b"_GID" => &mut e.gid,
+                    b"CODE_FILE" => &mut e.code_file,
+                    b"CODE_LINE" => &mut e.code_line,
+                    b"CODE_FUNC" => &mut e.code_func,
+                    b"MESSAGE_ID" => &mut e.message_id,
+                    _ => continue,
+                }
+            };
+            // The first occurrence wins when a field repeats.
+            if slot.is_none() {
+                *slot = Some(value.to_vec());
+            }
+        }
+        let size = e.message.as_ref().map_or(0, Vec::len);
+        Ok(match event::from_journal(&self.rules, &e) {
+            Some(r) => Read::Record(r, size),
+            None => Read::Skipped,
+        })
+    }
+}
+
+impl Source for JournaldSource {
+    fn read(&mut self) -> anyhow::Result<Read> {
+        if self.current_unread {
+            self.current_unread = false;
+            return self.read_current();
+        }
+        match self.journal.next().context("cannot read the next journal entry")? {
+            0 => Ok(Read::Idle),
+            _ => self.read_current(),
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.journal
+            .wait(Some(timeout))
+            .context("cannot wait for journal changes")?;
+        Ok(())
+    }
+
+    fn cursor(&mut self) -> anyhow::Result<Option<String>> {
+        let cursor = match self.journal.cursor() {
+            Ok(c) => c,
+            // No entry read yet (empty journal): nothing to save.
+            Err(_) => return Ok(None),
+        };
+        let here = Position::parse(&cursor);
+        if let (Some(prev), Some(here)) = (&self.last_position, &here) {
+            // Same sequence space: every number between the two cursors was an entry we
+            // should have read. More numbers than entries read means entries vanished.
+            if prev.seqnum_id == here.seqnum_id && here.seqnum > prev.seqnum {
+                let span = here.seqnum - prev.seqnum;
+                if span > self.read_since_cursor {
+                    let l = Loss {
+                        count: Some(span - self.read_since_cursor),
+                        from: prev.time(),
+                        to: here.time(),
+                    };
+                    self.loss = Some(match self.loss.take() {
+                        Some(old) => old.merge(l),
+                        None => l,
+                    });
+                }
+            }
+        }
+        self.read_since_cursor = 0;
+        if here.is_some() {
+            self.last_position = here;
+        }
+        Ok(Some(cursor))
+    }
+
+    fn take_loss(&mut self) -> Option<Loss> {
+        self.loss.take()
+    }
+}
+
+/// The parts of a cursor string used to measure gaps (`s=`, `i=`, `t=`; protocols.md §4.7).
+#[derive(Debug, Clone, PartialEq)]
+struct Position {
+    seqnum_id: String,
+    seqnum: u64,
+    realtime_usec: u64,
+}
+
+impl Position {
+    fn parse(cursor: &str) -> Option<Position> {
+        let (mut s, mut i, mut t) = (None, None, None);
+        for part in cursor.split(';') {
+            match part.split_once('=') {
+                Some(("s", v)) => s = Some(v.to_string()),
+                Some(("i", v)) => i = u64::from_str_radix(v, 16).ok(),
+                Some(("t", v)) => t = u64::from_str_radix(v, 16).ok(),
+                _ => {}
+            }
+        }
+        Some(Position {
+            seqnum_id: s?,
+            seqnum: i?,
+            realtime_usec: t?,
+        })
+    }
+
+    fn time(&self) -> chrono::DateTime<Utc> {
+        Utc.timestamp_micros(self.realtime_usec as i64)
+            .single()
+            .unwrap_or_else(Utc::now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cursor() {
+        let p = Position::parse("s=7a1c;i=1f;b=aa;m=10;t=5f0000;x=99").unwrap();
+        assert_eq!(p.seqnum_id, "7a1c");
+        assert_eq!(p.seqnum, 31);
+        assert_eq!(p.realtime_usec, 0x5f0000);
+        assert!(Position::parse("garbage").is_none());
+    }
+}
