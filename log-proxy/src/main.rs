@@ -1,2 +1,188 @@
-//! log-proxy: Docker syslog driver -> per-container rate limit -> journald.
-fn main() {}
+//! `log-proxy`: a syslog server for Docker's syslog log driver that rate-limits each
+//! container on its own, adds the container's Docker metadata, and writes every accepted line
+//! into journald with the fields Docker's journald driver uses — and says so, in the
+//! container's own log, when it drops lines and how many.
+//!
+//! Data flows one way, one thread per stage:
+//! `intake` (socket) → `proxy` (syslog parse, `docker` metadata, `limiter`) → `journal` (writer).
+
+mod docker;
+mod intake;
+mod journal;
+mod limiter;
+mod metrics;
+mod proxy;
+mod syslog;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::intake::Address;
+use crate::limiter::Limit;
+
+/// Per-container rate-limiting syslog proxy: Docker's syslog log driver in, journald out.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Options {
+    /// Where to receive syslog: unixgram:///path, unix:///path, udp://host:port, tcp://host:port.
+    #[arg(short = 's', long, env = "LOG_PROXY_SYSLOG_ADDRESS",
+          default_value = "unixgram:///var/run/rate-limiting-log-proxy.sock")]
+    syslog_address: Address,
+
+    /// Docker Engine API address [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(short = 'd', long, env = "LOG_PROXY_DOCKER_HOST")]
+    docker_host: Option<String>,
+
+    /// Rate-limit window: each container may log BURST lines per INTERVAL.
+    #[arg(short = 'i', long, env = "LOG_PROXY_INTERVAL", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    interval: Duration,
+
+    /// Lines per interval per container (errors have a budget of their own of the same size);
+    /// 0 turns limiting off.
+    #[arg(short = 'b', long, env = "LOG_PROXY_BURST", default_value_t = 500)]
+    burst: u32,
+
+    /// journald's native socket (a namespace NS listens on /run/systemd/journal.NS/socket).
+    #[arg(long, env = "LOG_PROXY_JOURNAL_SOCKET", default_value = journal_native::DEFAULT_SOCKET)]
+    journal_socket: std::path::PathBuf,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9102).
+    #[arg(long, env = "LOG_PROXY_METRICS_ADDRESS")]
+    metrics_address: Option<String>,
+
+    /// Permissions of a created unix socket, in octal (e.g. 0660).
+    #[arg(long, env = "LOG_PROXY_SOCKET_MODE", value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("socket mode {s:?} is not an octal permission like 0660"))
+}
+
+fn main() {
+    daemon_kit::init_tracing();
+    if let Err(e) = run(Options::parse()) {
+        tracing::error!("{e:#}");
+        eprintln!("log-proxy: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(opts: Options) -> anyhow::Result<()> {
+    let limit = Limit {
+        burst: opts.burst,
+        interval: opts.interval,
+    };
+    if opts.interval.is_zero() && opts.burst != 0 {
+        anyhow::bail!("--interval must be longer than 0 (or use --burst 0 to turn limiting off)");
+    }
+    let docker_host = opts
+        .docker_host
+        .clone()
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+
+    intake::check(&opts.syslog_address)?;
+    let journal = journal_native::Journal::new(&opts.journal_socket)
+        .context("cannot create the journald client socket")?;
+    if !opts.journal_socket.exists() {
+        tracing::warn!(socket = %opts.journal_socket.display(), "journald socket does not exist yet; lines will be held and retried until it appears");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let intake_stats = Arc::new(intake::IntakeStats::default());
+    let counters = Arc::new(metrics::Counters::default());
+    let writer_state = Arc::new(journal::WriterState::default());
+    let metrics = Arc::new(metrics::Metrics {
+        counters: counters.clone(),
+        intake: intake_stats.clone(),
+        writer: writer_state.clone(),
+    });
+
+    let (intake_tx, intake_rx) = crossbeam_channel::bounded(64);
+    let (answer_tx, answer_rx) = crossbeam_channel::unbounded();
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded(128);
+
+    // Async side jobs (Docker API, metrics endpoint, signals) on one small runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
+    if let Some(addr) = opts.metrics_address.clone() {
+        let m = metrics.clone();
+        // Bind now so a bad address fails at start, not later in the background.
+        let server = rt.block_on(async move {
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let h = tokio::spawn(async move {
+                let r = daemon_kit::serve_metrics(&addr, move || m.render()).await;
+                let _ = ready_tx.send(r);
+            });
+            tokio::select! {
+                r = ready_rx => r.unwrap_or(Ok(())).map(|_| h),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => Ok(h),
+            }
+        })?;
+        drop(server);
+    }
+
+    let listener = intake::bind(&opts.syslog_address, opts.socket_mode)?;
+    tracing::info!(
+        address = ?opts.syslog_address, journal = %opts.journal_socket.display(),
+        docker = %docker_host, limit = %limit, "listening"
+    );
+
+    let writer = {
+        let state = writer_state.clone();
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || journal::run_writer(journal, batch_rx, state))?
+    };
+    let processor = {
+        let p = proxy::Processor::new(limit, Some(lookups), counters, writer_state.clone(), batch_tx);
+        std::thread::Builder::new()
+            .name("proxy".into())
+            .spawn(move || p.run(intake_rx, answer_rx))?
+    };
+    let intake = {
+        let (stop, stats) = (stop.clone(), intake_stats.clone());
+        std::thread::Builder::new()
+            .name("intake".into())
+            .spawn(move || intake::serve(listener, intake_tx, stop, stats))?
+    };
+
+    let processor_alive = Arc::new(AtomicBool::new(true));
+    {
+        let alive = processor_alive.clone();
+        daemon_kit::notify_ready(move || alive.load(Ordering::Relaxed));
+    }
+
+    rt.block_on(async {
+        tokio::select! {
+            _ = daemon_kit::shutdown_signal() => tracing::info!("shutting down: draining and flushing"),
+            _ = wait_finished(&intake) => tracing::error!("the syslog listener stopped unexpectedly"),
+        }
+    });
+    daemon_kit::notify_stopping();
+    stop.store(true, Ordering::Relaxed);
+    let intake_result = intake.join().map_err(|_| anyhow::anyhow!("intake thread panicked"))?;
+    processor_alive.store(false, Ordering::Relaxed);
+    processor.join().map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
+    writer.join().map_err(|_| anyhow::anyhow!("journal writer thread panicked"))?;
+    tracing::info!(metrics = %metrics.render().lines().filter(|l| !l.starts_with('#') && l.starts_with("log_proxy_") && !l.contains('{')).collect::<Vec<_>>().join(", "), "stopped");
+    intake_result
+}
+
+async fn wait_finished<T>(h: &std::thread::JoinHandle<T>) {
+    while !h.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -263,6 +263,9 @@ pub fn docker() {
 
     if !docker_answers() {
         let log = fs::File::create("/tmp/logsuite-dockerd.log").expect("create dockerd log");
+        // dockerd deliberately outlives this test process (later tests reuse it), so its
+        // handle is dropped without waiting.
+        #[allow(clippy::zombie_processes)]
         Command::new("dockerd")
             .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
             .stdin(Stdio::null())
@@ -311,7 +314,7 @@ fn import_busybox() {
     ] {
         let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
     }
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .arg("-C")
         .arg(&root)
         .args(["-c", "."])
@@ -320,10 +323,11 @@ fn import_busybox() {
         .expect("tar");
     let status = Command::new("docker")
         .args(["import", "-", BUSYBOX_IMAGE])
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .stdout(Stdio::null())
         .status()
         .expect("docker import");
+    let _ = tar.wait();
     let _ = fs::remove_dir_all(&root);
     assert!(status.success(), "docker import of busybox failed");
 }

@@ -1,0 +1,200 @@
+//! The journald end: the fields each line carries (those Docker's journald driver writes, so
+//! `journalctl CONTAINER_NAME=web` just works) and the writer thread.
+//!
+//! The writer never drops what it holds. While journald is slow, sends block and the
+//! back-pressure reaches Docker (its blocking mode stalls the container's writes — no loss).
+//! While journald is *gone* (socket missing or refused) the writer retries with backoff and
+//! flags it, so the processor stops waiting, keeps the bounded queue full, and counts (per
+//! container) what does not fit — reported into each container's log once journald is back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use journal_native::{encode_field, Journal, SendError};
+
+use crate::docker::Meta;
+
+/// `MESSAGE_ID` of the proxy's own notices (drops, losses), so tools can find them:
+/// `journalctl MESSAGE_ID=...`.
+pub const NOTICE_MESSAGE_ID: &str = "5c0d9a8a3f1e4b6c9d2e7f10a1b2c3d4";
+
+/// Entries per `sendmmsg` and per batch handed to the writer.
+pub const BATCH: usize = 64;
+
+/// The fields every line of a container carries besides `MESSAGE` and `PRIORITY`,
+/// serialized once per container.
+pub fn container_fields(reference: &str, meta: Option<&Meta>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320);
+    match meta {
+        Some(m) => {
+            let tag = m.tag.as_deref().unwrap_or_else(|| m.id12());
+            encode_field(&mut out, "SYSLOG_IDENTIFIER", tag.as_bytes());
+            encode_field(&mut out, "CONTAINER_ID", m.id12().as_bytes());
+            encode_field(&mut out, "CONTAINER_ID_FULL", m.id_full.as_bytes());
+            encode_field(&mut out, "CONTAINER_NAME", m.name.as_bytes());
+            encode_field(&mut out, "CONTAINER_TAG", tag.as_bytes());
+            encode_field(&mut out, "IMAGE_NAME", m.image_name.as_bytes());
+            if let Some(arn) = &m.task_arn {
+                encode_field(&mut out, "CONTAINER_TASK", arn.as_bytes());
+            }
+            if let Some(uuid) = m.task_uuid() {
+                encode_field(&mut out, "CONTAINER_TASK_UUID", uuid.as_bytes());
+            }
+        }
+        None => {
+            // Docker could not tell us more: what the tag says is all we have.
+            encode_field(&mut out, "SYSLOG_IDENTIFIER", reference.as_bytes());
+            encode_field(&mut out, "CONTAINER_TAG", reference.as_bytes());
+            if looks_like_id(reference) {
+                encode_field(&mut out, "CONTAINER_ID", &reference.as_bytes()[..12]);
+                if reference.len() == 64 {
+                    encode_field(&mut out, "CONTAINER_ID_FULL", reference.as_bytes());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn looks_like_id(s: &str) -> bool {
+    (s.len() == 12 || s.len() == 64) && s.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Serialize one line: `MESSAGE`, `PRIORITY`, then the container's fields.
+pub fn encode_line(out: &mut Vec<u8>, fields: &[u8], priority: u8, msg: &[u8]) {
+    encode_field(out, "MESSAGE", msg);
+    out.extend_from_slice(b"PRIORITY=");
+    out.push(b'0' + priority.min(7));
+    out.push(b'\n');
+    out.extend_from_slice(fields);
+}
+
+/// Entries on their way to journald, serialized back to back.
+#[derive(Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    pub fn with_capacity(entries: usize) -> Batch {
+        Batch {
+            buf: Vec::with_capacity(entries * 256),
+            ends: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Append one entry written by `f` into the buffer.
+    pub fn push(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        f(&mut self.buf);
+        self.ends.push(self.buf.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn entries(&self) -> Vec<&[u8]> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&e| {
+                let s = &self.buf[start..e];
+                start = e;
+                s
+            })
+            .collect()
+    }
+}
+
+/// What the writer shares with the rest of the proxy.
+#[derive(Default)]
+pub struct WriterState {
+    /// False while journald is unreachable.
+    pub up: AtomicBool,
+    pub written: AtomicU64,
+    pub retries: AtomicU64,
+    /// Entries journald refused outright (not "gone": e.g. an entry it cannot take).
+    pub refused: AtomicU64,
+}
+
+/// Run the writer until the channel closes and everything it held is written.
+pub fn run_writer(journal: Journal, rx: Receiver<Batch>, state: Arc<WriterState>) {
+    state.up.store(true, Ordering::Relaxed);
+    for batch in rx {
+        let entries = batch.entries();
+        let mut i = 0;
+        let mut backoff = Duration::from_millis(10);
+        while i < entries.len() {
+            let end = (i + BATCH).min(entries.len());
+            match journal.send_many(&entries[i..end]) {
+                Ok(n) => {
+                    i += n;
+                    state.written.fetch_add(n as u64, Ordering::Relaxed);
+                    if !state.up.swap(true, Ordering::Relaxed) {
+                        tracing::info!(socket = %journal.path().display(), "journald is back; writing resumes");
+                    }
+                    backoff = Duration::from_millis(10);
+                }
+                Err(e @ SendError::NotRunning { .. }) | Err(e @ SendError::WouldBlock { .. }) => {
+                    if state.up.swap(false, Ordering::Relaxed) {
+                        tracing::error!(error = %e, "journald unavailable; holding lines and retrying");
+                    }
+                    state.retries.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    // One entry journald will not take (never seen in practice): count it and
+                    // move on rather than wedge every container behind it.
+                    tracing::error!(error = %e, "journald refused an entry; counted in log_proxy_journal_refused_total");
+                    state.refused.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_container_fields_come_from_the_tag() {
+        let f = container_fields("0414557846fd", None);
+        let s = String::from_utf8(f).unwrap();
+        assert!(s.contains("CONTAINER_ID=0414557846fd\n"));
+        assert!(s.contains("CONTAINER_TAG=0414557846fd\n"));
+        assert!(s.contains("SYSLOG_IDENTIFIER=0414557846fd\n"));
+        let f = String::from_utf8(container_fields("not-an-id", None)).unwrap();
+        assert!(!f.contains("CONTAINER_ID="));
+    }
+
+    #[test]
+    fn known_container_fields_match_dockers_journald_driver() {
+        let m = Meta {
+            id_full: "0414557846fd0123456789abcdef0123456789abcdef0123456789abcdef0123".into(),
+            name: "web".into(),
+            image_name: "busybox:local".into(),
+            task_arn: Some("arn:aws:ecs:us-east-1:1:task/c/uuid1".into()),
+            ..Default::default()
+        };
+        let s = String::from_utf8(container_fields("0414557846fd", Some(&m))).unwrap();
+        for want in [
+            "CONTAINER_ID=0414557846fd\n",
+            "CONTAINER_NAME=web\n",
+            "CONTAINER_TAG=0414557846fd\n",
+            "IMAGE_NAME=busybox:local\n",
+            "CONTAINER_TASK_UUID=uuid1\n",
+        ] {
+            assert!(s.contains(want), "{want} missing in {s}");
+        }
+    }
+}
