@@ -1,2 +1,107 @@
 //! cwlogs: list, fetch and follow a service's CloudWatch logs from a terminal.
-fn main() {}
+//!
+//! A service is a log group, its tasks or containers are log streams, and events are
+//! usually ecs-logs JSON (crate `ecs-event`). Commands and flags keep those of Segment's
+//! Go `cwlogs`. Nothing touches the AWS configuration until a command needs it, so
+//! `--help` stays instant.
+
+mod cli;
+mod client;
+mod event;
+mod fetch;
+mod format;
+mod groups;
+mod list;
+mod output;
+mod streams;
+mod suggest;
+mod time;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, ColorChoice, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let (follow, cmd) = match cli.command {
+        Command::External(args) => return not_a_command(&args),
+        Command::Fetch(ref f) => (f.follow, cli.command),
+        other => (false, other),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cwlogs: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let aws = cli.aws;
+    let result = rt.block_on(async move {
+        let work = async {
+            match cmd {
+                Command::List(a) => list::run(a, &aws).await,
+                Command::Fetch(a) => fetch::run(a, &aws, color).await,
+                Command::Groups { prefix } => groups::run(prefix, &aws).await,
+                Command::External(_) => unreachable!("handled above"),
+            }
+        };
+        tokio::select! {
+            r = work => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Don't wait for in-flight requests on the way out.
+    let code = match result {
+        Some(Ok(())) => 0,
+        Some(Err(e)) if output::is_closed(&e) => 0,
+        Some(Err(e)) => {
+            eprintln!("cwlogs: {e:#}");
+            1
+        }
+        // Ctrl-C is how --follow ends, so that is success; elsewhere it is an interruption.
+        None => {
+            erase_progress();
+            if follow {
+                0
+            } else {
+                130
+            }
+        }
+    };
+    std::process::exit(code)
+}
+
+fn erase_progress() {
+    use std::io::Write;
+    if std::io::stderr().is_terminal() {
+        let _ = std::io::stderr().write_all(b"\r\x1b[K");
+    }
+}
+
+/// `cwlogs SERVICE`: the old habit, answered with the command to type (or, for a typo of
+/// a command, with the command).
+fn not_a_command(args: &[String]) -> ExitCode {
+    let word = args.first().map(String::as_str).unwrap_or_default();
+    let command = ["list", "fetch", "groups", "help"]
+        .into_iter()
+        .find(|c| word.len() > 2 && suggest::score(word, c) > 0.85);
+    match command {
+        Some(c) => eprintln!("cwlogs: {word:?} is not a command; did you mean 'cwlogs {c}'?"),
+        None => eprintln!("cwlogs: {word:?} is not a command; did you mean 'cwlogs fetch {word}'?"),
+    }
+    ExitCode::from(2)
+}

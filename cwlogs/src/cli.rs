@@ -1,0 +1,126 @@
+//! Command line: the Go `cwlogs` commands and flags, plus `groups`, several services,
+//! `--json` and the AWS connection options.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cwlogs",
+    version,
+    about = "List, fetch and follow a service's logs in CloudWatch Logs",
+    long_about = "List, fetch and follow a service's logs in CloudWatch Logs.\n\n\
+A service is a log group; its tasks or containers are log streams. Credentials, region and \
+profile come from the usual AWS places (environment, ~/.aws/config, instance roles).",
+    arg_required_else_help = true,
+    allow_external_subcommands = true
+)]
+pub struct Cli {
+    /// Colour output: auto = only on a terminal and never when NO_COLOR is set
+    #[arg(short = 'c', long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct AwsArgs {
+    /// AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config (default: AWS_PROFILE or "default")
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Endpoint URL, e.g. a local emulator (default: AWS_ENDPOINT_URL)
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List a service's log streams with activity in a time window, most recent first
+    List(ListArgs),
+    /// Fetch (and follow) the events of one or more services, interleaved in time order
+    Fetch(FetchArgs),
+    /// List log groups (services), optionally those starting with PREFIX
+    Groups {
+        /// Only groups whose name starts with this
+        prefix: Option<String>,
+    },
+    /// `cwlogs SERVICE` is not a command: answered with a hint.
+    #[command(external_subcommand)]
+    External(Vec<String>),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// The service (log group)
+    pub service: String,
+    /// Only streams whose name starts with this task ID or prefix
+    #[arg(short = 't', long, value_name = "PREFIX")]
+    pub task: Option<String>,
+    /// Start of the window (42m, 1h30m, 2d, now, all, 2017-05-21, 2017-05-21T15:00, RFC 3339, Unix seconds)
+    #[arg(short = 's', long, default_value = "1h", value_name = "T")]
+    pub since: String,
+    /// End of the window (same forms as --since)
+    #[arg(short = 'u', long, default_value = "now", value_name = "T")]
+    pub until: String,
+    /// At most this many streams
+    #[arg(short = 'm', long, default_value_t = 100, value_name = "N")]
+    pub max_streams: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// The service(s) (log groups); several are interleaved in time order
+    #[arg(required = true, value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Only streams whose name starts with this task ID or prefix
+    #[arg(short = 't', long, value_name = "PREFIX")]
+    pub task: Option<String>,
+    /// Keep printing new events until interrupted (Ctrl-C)
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Start of the window (42m, 1h30m, 2d, now, all, 2017-05-21, 2017-05-21T15:00, RFC 3339, Unix seconds)
+    #[arg(short = 's', long, default_value = "1h", value_name = "T")]
+    pub since: String,
+    /// End of the window (same forms as --since; not with --follow)
+    #[arg(short = 'u', long, value_name = "T", conflicts_with = "follow")]
+    pub until: Option<String>,
+    /// Handlebars template rendered per event (see `cwlogs fetch --help` and docs/cwlogs.md)
+    #[arg(short = 'o', long, value_name = "TEMPLATE", conflicts_with_all = ["raw", "json", "verbose"])]
+    pub format: Option<String>,
+    /// Add the event's data as key=value pairs and any info.errors
+    #[arg(short = 'v', long, conflicts_with_all = ["raw", "json"])]
+    pub verbose: bool,
+    /// Print each event as pretty JSON
+    #[arg(short = 'r', long, conflicts_with = "json")]
+    pub raw: bool,
+    /// Print one compact JSON object per event (for jq)
+    #[arg(long)]
+    pub json: bool,
+    /// With --task: at most this many streams (most recently active first)
+    #[arg(short = 'm', long, default_value_t = 100, value_name = "N")]
+    pub max_streams: usize,
+    /// CloudWatch filter pattern, e.g. ERROR or '"connection reset"'
+    #[arg(
+        long = "grep",
+        short = 'q',
+        visible_alias = "query",
+        value_name = "PATTERN"
+    )]
+    pub grep: Option<String>,
+    /// Time slices fetched in parallel for a bounded window
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: u16,
+}

@@ -1,0 +1,577 @@
+//! `cwlogs fetch`: FilterLogEvents, paginated, in parallel time slices, merged in order;
+//! and `--follow`, by polling with event-id de-duplication.
+//!
+//! Flow: services → [`Source`]s (a group, or a group and ≤100 of its streams) → each a
+//! chain of time slices fetched concurrently but read in order ([`Ordered`]) → k-way merge
+//! by timestamp across sources → [`Formatter`] → [`Out`].
+//!
+//! The emulator (moto) only interleaves streams when asked (`interleaved=true`, which AWS
+//! ignores and always does) and ignores `logStreamNamePrefix`, so task prefixes are
+//! resolved to stream names with DescribeLogStreams first — correct on both.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use aws_sdk_cloudwatchlogs::Client;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::cli::FetchArgs;
+use crate::event::RawEvent;
+use crate::format::{Formatter, Style, DEFAULT_TEMPLATE, VERBOSE_TEMPLATE};
+use crate::output::{Out, Progress};
+use crate::streams::{self, Window};
+use crate::time::{self, local_display};
+use crate::{client, groups};
+
+/// FilterLogEvents takes at most this many stream names.
+const MAX_NAMES_PER_CALL: usize = 100;
+/// Windows shorter than this are one request, not slices.
+const MIN_SLICE_MS: i64 = 60_000;
+/// Slices per parallel request: more slices than requests in flight keep the pipe full
+/// when event density is uneven.
+const SLICES_PER_LANE: usize = 2;
+/// No event can be older than its group's creation minus this (PutLogEvents' limit).
+const MAX_EVENT_AGE_MS: i64 = 14 * 86_400_000;
+/// Follow mode: pause between polls (FilterLogEvents has a low per-account quota).
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Follow mode: each poll re-reads this far behind the newest event seen, to catch
+/// events that reach CloudWatch late; the id set keeps them from printing twice.
+const FOLLOW_LOOKBACK_MS: i64 = 60_000;
+/// Write to stdout in chunks about this big.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// What one FilterLogEvents query reads: a group, or some of its streams.
+#[derive(Clone, Debug)]
+struct Source {
+    group: Arc<str>,
+    streams: Option<Vec<String>>,
+}
+
+pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Result<()> {
+    let now = time::now_ms();
+    let start = time::parse(&args.since, now)?;
+    let end = match &args.until {
+        Some(u) => time::parse(u, now)?,
+        None => now,
+    };
+    if start > end {
+        bail!(
+            "--since ({}) is after --until ({}); swap them or widen the window",
+            local_display(start),
+            local_display(end)
+        );
+    }
+    let style = if args.json {
+        Style::Json
+    } else if args.raw {
+        Style::Raw
+    } else if args.verbose {
+        Style::Template(VERBOSE_TEMPLATE.into())
+    } else {
+        Style::Template(
+            args.format
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TEMPLATE.into()),
+        )
+    };
+    // Template errors before any network call.
+    let fmt = Formatter::new(style, color)?;
+
+    let client = client::connect(aws).await?;
+    let progress = Progress::new();
+    progress.spawn_ticker();
+    let mut out = Out::new(progress.clone());
+
+    // Resolve every service first: a typo fails fast, with suggestions.
+    let mut resolved = Vec::new();
+    for name in &args.services {
+        resolved.push(groups::resolve(&client, name).await?);
+    }
+    let earliest = resolved
+        .iter()
+        .map(|g| {
+            g.creation_time
+                .unwrap_or(0)
+                .saturating_sub(MAX_EVENT_AGE_MS)
+        })
+        .min()
+        .unwrap_or(0);
+    let start = start.max(earliest.min(end));
+    let window = Window { start, end };
+
+    let task = args.task.as_deref();
+    let mut sources = Vec::new();
+    for g in &resolved {
+        sources.extend(
+            sources_for(
+                &client,
+                &g.name,
+                task,
+                window,
+                args.max_streams,
+                args.follow,
+            )
+            .await?,
+        );
+    }
+
+    let pattern = args.grep.clone().filter(|p| !p.is_empty());
+    let lanes = args.parallel as usize;
+    let mut seen = if args.follow {
+        Seen::default()
+    } else {
+        Seen::off()
+    };
+    let printed = print_window(
+        &client,
+        &sources,
+        window,
+        pattern.as_deref(),
+        lanes,
+        &fmt,
+        &mut out,
+        &mut seen,
+    )
+    .await?;
+    progress.finish();
+
+    if args.follow {
+        return follow(
+            &client,
+            &resolved,
+            task,
+            args.max_streams,
+            start,
+            pattern.as_deref(),
+            &fmt,
+            &mut out,
+            seen,
+        )
+        .await;
+    }
+    if printed == 0 {
+        let what = match &pattern {
+            Some(p) => format!("no events match {p:?}"),
+            None => "no events".to_string(),
+        };
+        bail!(
+            "{what} in {} between {} and {}; widen the window, e.g. --since 24h (or --since all)",
+            args.services.join(", "),
+            local_display(window.start),
+            local_display(window.end)
+        );
+    }
+    Ok(())
+}
+
+/// The sources for one group: the whole group, or its active streams matching `task`
+/// in chunks FilterLogEvents accepts.
+async fn sources_for(
+    client: &Client,
+    group: &str,
+    task: Option<&str>,
+    w: Window,
+    max: usize,
+    follow: bool,
+) -> Result<Vec<Source>> {
+    let group: Arc<str> = group.into();
+    let Some(prefix) = task else {
+        return Ok(vec![Source {
+            group,
+            streams: None,
+        }]);
+    };
+    let names: Vec<String> = if follow {
+        let (found, matched_any) =
+            streams::maybe_active(client, &group, Some(prefix), w, max).await?;
+        if !matched_any {
+            return Err(streams::nothing_active(client, &group, Some(prefix), w, false).await);
+        }
+        found.into_iter().map(|s| s.name).collect()
+    } else {
+        streams::active(client, &group, Some(prefix), w, max)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    Ok(names
+        .chunks(MAX_NAMES_PER_CALL)
+        .map(|c| Source {
+            group: group.clone(),
+            streams: Some(c.to_vec()),
+        })
+        .collect())
+}
+
+/// One paginated FilterLogEvents query. Pages may be empty yet carry a token: keep going
+/// until there is no token.
+struct Pager {
+    client: Client,
+    src: Source,
+    start: i64,
+    end: Option<i64>,
+    pattern: Option<String>,
+    token: Option<String>,
+    done: bool,
+}
+
+impl Pager {
+    fn new(
+        client: &Client,
+        src: &Source,
+        start: i64,
+        end: Option<i64>,
+        pattern: Option<&str>,
+    ) -> Pager {
+        Pager {
+            client: client.clone(),
+            src: src.clone(),
+            start,
+            end,
+            pattern: pattern.map(str::to_string),
+            token: None,
+            done: false,
+        }
+    }
+
+    // `interleaved` is deprecated because AWS ignores it and always interleaves; moto only
+    // sorts across streams when it is sent.
+    #[allow(deprecated)]
+    async fn next(&mut self) -> Result<Option<Vec<RawEvent>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let out = self
+            .client
+            .filter_log_events()
+            .log_group_name(&*self.src.group)
+            .set_log_stream_names(self.src.streams.clone())
+            .start_time(self.start)
+            .set_end_time(self.end)
+            .set_filter_pattern(self.pattern.clone())
+            .interleaved(true)
+            .set_next_token(self.token.take())
+            .send()
+            .await
+            .map_err(|e| {
+                client::explain(
+                    &format!("fetching events of log group {:?}", &*self.src.group),
+                    e,
+                )
+            })?;
+        let mut page: Vec<RawEvent> = out
+            .events()
+            .iter()
+            .map(|e| RawEvent {
+                group: self.src.group.clone(),
+                stream: e.log_stream_name().unwrap_or_default().to_string(),
+                id: e.event_id().unwrap_or_default().to_string(),
+                timestamp: e.timestamp().unwrap_or(0),
+                ingestion: e.ingestion_time().unwrap_or(0),
+                message: e.message().unwrap_or_default().to_string(),
+            })
+            .collect();
+        // Stable: events with equal timestamps keep the service's order.
+        page.sort_by_key(|e| e.timestamp);
+        match out.next_token() {
+            Some(t) if !t.is_empty() => self.token = Some(t.to_string()),
+            _ => self.done = true,
+        }
+        Ok(Some(page))
+    }
+}
+
+/// A source's window cut into time slices, fetched `lanes` at a time, read in order.
+///
+/// Slices start in order (permits are taken in order from a FIFO semaphore), and the
+/// reader drains them in order, so the slice being read always runs: no deadlock, and
+/// at most `lanes` slices' worth of pages wait in memory.
+struct Ordered {
+    slices: mpsc::Receiver<mpsc::Receiver<Result<Vec<RawEvent>>>>,
+    current: Option<mpsc::Receiver<Result<Vec<RawEvent>>>>,
+}
+
+impl Ordered {
+    fn start(
+        client: &Client,
+        src: &Source,
+        w: Window,
+        pattern: Option<&str>,
+        lanes: usize,
+        progress: &Progress,
+    ) -> Ordered {
+        let cuts = slices(w, lanes * SLICES_PER_LANE);
+        let (stx, srx) = mpsc::channel(cuts.len());
+        let sem = Arc::new(Semaphore::new(lanes));
+        let (client, src, pattern, progress) = (
+            client.clone(),
+            src.clone(),
+            pattern.map(str::to_string),
+            progress.clone(),
+        );
+        tokio::spawn(async move {
+            for (s, e) in cuts {
+                let Ok(permit) = sem.clone().acquire_owned().await else {
+                    return;
+                };
+                let (tx, rx) = mpsc::channel(2);
+                if stx.send(rx).await.is_err() {
+                    return;
+                }
+                let mut pager = Pager::new(&client, &src, s, Some(e), pattern.as_deref());
+                let progress = progress.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    loop {
+                        match pager.next().await {
+                            Ok(Some(page)) => {
+                                progress.add(page.len());
+                                if tx.send(Ok(page)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => return,
+                            Err(err) => {
+                                let _ = tx.send(Err(err)).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ordered {
+            slices: srx,
+            current: None,
+        }
+    }
+
+    async fn next_page(&mut self) -> Result<Option<Vec<RawEvent>>> {
+        loop {
+            if self.current.is_none() {
+                match self.slices.recv().await {
+                    Some(rx) => self.current = Some(rx),
+                    None => return Ok(None),
+                }
+            }
+            match self.current.as_mut().expect("set above").recv().await {
+                Some(Ok(page)) => return Ok(Some(page)),
+                Some(Err(e)) => return Err(e),
+                None => self.current = None,
+            }
+        }
+    }
+}
+
+/// Cut an inclusive window into about `n` inclusive, disjoint, ordered slices.
+fn slices(w: Window, n: usize) -> Vec<(i64, i64)> {
+    let span = w.end - w.start + 1;
+    let n = (n as i64).min(span / MIN_SLICE_MS).max(1);
+    let width = span / n;
+    (0..n)
+        .map(|i| {
+            let s = w.start + i * width;
+            let e = if i == n - 1 { w.end } else { s + width - 1 };
+            (s, e)
+        })
+        .collect()
+}
+
+/// Event ids already printed (follow mode), with their timestamps for pruning.
+#[derive(Default)]
+struct Seen {
+    /// Off for a plain fetch: slices are disjoint, nothing can repeat, no need to remember.
+    off: bool,
+    ids: HashMap<String, i64>,
+    newest: Option<i64>,
+}
+
+impl Seen {
+    fn off() -> Seen {
+        Seen {
+            off: true,
+            ..Seen::default()
+        }
+    }
+
+    /// True the first time an id is offered.
+    fn first(&mut self, e: &RawEvent) -> bool {
+        if self.off {
+            return true;
+        }
+        if self.ids.contains_key(&e.id) {
+            return false;
+        }
+        self.ids.insert(e.id.clone(), e.timestamp);
+        self.newest = Some(self.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
+        true
+    }
+
+    /// Forget ids older than any later poll will ask for.
+    fn prune(&mut self, before: i64) {
+        self.ids.retain(|_, ts| *ts >= before);
+    }
+}
+
+/// Fetch a bounded window from every source and print it merged in time order.
+/// Returns the number of events printed.
+#[allow(clippy::too_many_arguments)]
+async fn print_window(
+    client: &Client,
+    sources: &[Source],
+    w: Window,
+    pattern: Option<&str>,
+    lanes: usize,
+    fmt: &Formatter,
+    out: &mut Out,
+    seen: &mut Seen,
+) -> Result<u64> {
+    let mut readers: Vec<Ordered> = sources
+        .iter()
+        .map(|s| Ordered::start(client, s, w, pattern, lanes, out.progress()))
+        .collect();
+    let mut heads: Vec<VecDeque<RawEvent>> = vec![VecDeque::new(); readers.len()];
+    let mut exhausted = vec![false; readers.len()];
+    let mut buf = Vec::with_capacity(FLUSH_BYTES * 2);
+    let mut printed = 0u64;
+    loop {
+        for i in 0..readers.len() {
+            while heads[i].is_empty() && !exhausted[i] {
+                // About to wait on the network: show what is ready first.
+                out.write(&buf)?;
+                buf.clear();
+                match readers[i].next_page().await? {
+                    Some(page) => heads[i] = page.into(),
+                    None => exhausted[i] = true,
+                }
+            }
+        }
+        // The next event in time order across sources (ties: the first source).
+        let Some(i) = (0..heads.len())
+            .filter(|&i| !heads[i].is_empty())
+            .min_by_key(|&i| heads[i][0].timestamp)
+        else {
+            break;
+        };
+        // Take every event of source i up to the next source's head in one go.
+        let limit = (0..heads.len())
+            .filter(|&j| j != i && !heads[j].is_empty())
+            .map(|j| heads[j][0].timestamp)
+            .min();
+        while let Some(e) = heads[i].front() {
+            if limit.is_some_and(|l| e.timestamp > l) {
+                break;
+            }
+            let e = heads[i].pop_front().expect("front exists");
+            if seen.first(&e) {
+                fmt.write(&e, &mut buf)?;
+                printed += 1;
+            }
+            if buf.len() >= FLUSH_BYTES {
+                out.write(&buf)?;
+                buf.clear();
+            }
+        }
+    }
+    out.write(&buf)?;
+    Ok(printed)
+}
+
+/// Poll for new events until interrupted, printing each event once.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    client: &Client,
+    resolved: &[groups::Group],
+    task: Option<&str>,
+    max_streams: usize,
+    since: i64,
+    pattern: Option<&str>,
+    fmt: &Formatter,
+    out: &mut Out,
+    mut seen: Seen,
+) -> Result<()> {
+    let mut newest = seen.newest.unwrap_or(time::now_ms());
+    loop {
+        tokio::time::sleep(POLL_EVERY).await;
+        let now = time::now_ms();
+        let from = since.max(newest.min(now) - FOLLOW_LOOKBACK_MS);
+        let w = Window {
+            start: from,
+            end: now,
+        };
+        let mut batch = Vec::new();
+        for g in resolved {
+            for src in sources_for(client, &g.name, task, w, max_streams, true).await? {
+                let mut pager = Pager::new(client, &src, from, None, pattern);
+                while let Some(page) = pager.next().await? {
+                    batch.extend(page.into_iter().filter(|e| !seen.ids.contains_key(&e.id)));
+                }
+            }
+        }
+        batch.sort_by_key(|e| e.timestamp);
+        let mut buf = Vec::new();
+        for e in &batch {
+            if seen.first(e) {
+                fmt.write(e, &mut buf)?;
+            }
+        }
+        out.write(&buf)?;
+        newest = newest.max(seen.newest.unwrap_or(newest));
+        seen.prune(from);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_cover_the_window_exactly_once() {
+        let w = Window {
+            start: 1_000,
+            end: 3_600_000,
+        };
+        for n in [1, 2, 7, 8, 100] {
+            let s = slices(w, n);
+            assert_eq!(s[0].0, w.start);
+            assert_eq!(s.last().unwrap().1, w.end);
+            for pair in s.windows(2) {
+                assert_eq!(pair[0].1 + 1, pair[1].0, "{s:?}");
+            }
+            assert!(s.iter().all(|(a, b)| a <= b));
+        }
+        // Short windows are never cut.
+        assert_eq!(
+            slices(
+                Window {
+                    start: 0,
+                    end: 30_000
+                },
+                8
+            ),
+            vec![(0, 30_000)]
+        );
+    }
+
+    #[test]
+    fn seen_dedups_and_prunes() {
+        let ev = |id: &str, ts| RawEvent {
+            group: "g".into(),
+            stream: "s".into(),
+            id: id.into(),
+            timestamp: ts,
+            ingestion: ts,
+            message: String::new(),
+        };
+        let mut s = Seen::default();
+        assert!(s.first(&ev("a", 10)));
+        assert!(!s.first(&ev("a", 10)));
+        assert!(s.first(&ev("b", 20)));
+        assert_eq!(s.newest, Some(20));
+        s.prune(15);
+        assert!(s.first(&ev("a", 10)));
+    }
+}
