@@ -144,7 +144,11 @@ fn classify(status: StatusCode) -> Class {
 /// `Retry-After` in seconds (HTTP dates are rare from log services; they fall back to the
 /// backoff). Capped so a confused server cannot park us for a day.
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     let secs: u64 = v.trim().parse().ok()?;
     Some(Duration::from_secs(secs.min(600)))
 }
@@ -220,10 +224,19 @@ mod tests {
 
     #[test]
     fn classes() {
-        assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS), Class::Transient));
-        assert!(matches!(classify(StatusCode::BAD_GATEWAY), Class::Transient));
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS),
+            Class::Transient
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY),
+            Class::Transient
+        ));
         assert!(matches!(classify(StatusCode::BAD_REQUEST), Class::Refused));
-        assert!(matches!(classify(StatusCode::PAYLOAD_TOO_LARGE), Class::Refused));
+        assert!(matches!(
+            classify(StatusCode::PAYLOAD_TOO_LARGE),
+            Class::Refused
+        ));
         assert!(matches!(classify(StatusCode::FORBIDDEN), Class::Config));
     }
 }

@@ -38,7 +38,10 @@ pub struct LogdnaConfig {
 pub enum Transport {
     /// Base URL to which `/logs/ingest` is appended.
     Ingest(Url),
-    Syslog { host: String, port: u16 },
+    Syslog {
+        host: String,
+        port: u16,
+    },
 }
 
 impl LogdnaConfig {
@@ -89,7 +92,9 @@ impl LogdnaConfig {
     /// The endpoint as it may be shown.
     pub fn shown(&self) -> String {
         match &self.transport {
-            Transport::Ingest(base) => format!("{}/logs/ingest", base.as_str().trim_end_matches('/')),
+            Transport::Ingest(base) => {
+                format!("{}/logs/ingest", base.as_str().trim_end_matches('/'))
+            }
             Transport::Syslog { host, port } => format!("tls://****@{host}:{port}"),
         }
     }
@@ -102,7 +107,11 @@ pub struct Logdna {
 
 enum Inner {
     Ingest(Ingest),
-    Syslog { conn: Box<SyslogTls>, key: Secret, hostname: String },
+    Syslog {
+        conn: Box<SyslogTls>,
+        key: Secret,
+        hostname: String,
+    },
 }
 
 impl Logdna {
@@ -137,7 +146,11 @@ impl Sink for Logdna {
     async fn deliver(&mut self, batch: Vec<Record>) -> Result<Outcome> {
         match &mut self.inner {
             Inner::Ingest(ingest) => isolate::deliver(ingest, &batch).await,
-            Inner::Syslog { conn, key, hostname } => {
+            Inner::Syslog {
+                conn,
+                key,
+                hostname,
+            } => {
                 let sd = format!("[logdna@48950 key=\"{}\"]", sd_escape(key.expose()));
                 let mut frames = Vec::new();
                 for r in &batch {
@@ -162,7 +175,11 @@ struct Ingest {
 /// `meta` has fixed keys with fixed types.
 fn line(record: &Record) -> Value {
     let e = &record.event;
-    let text = if e.message.is_empty() { e.to_json() } else { e.message.clone() };
+    let text = if e.message.is_empty() {
+        e.to_json()
+    } else {
+        e.message.clone()
+    };
     json!({
         "timestamp": e.time.timestamp_millis(),
         "line": text,
@@ -215,11 +232,15 @@ impl Requests for Ingest {
     }
 
     fn render(&self, record: &Record) -> Item {
-        Item { key: String::new(), body: render_line(record) }
+        Item {
+            key: String::new(),
+            body: render_line(record),
+        }
     }
 
     async fn send(&mut self, _key: &str, items: &[&Item]) -> Result<Answer> {
-        let mut body = String::with_capacity(ENVELOPE + items.iter().map(|i| i.body.len() + 1).sum::<usize>());
+        let mut body =
+            String::with_capacity(ENVELOPE + items.iter().map(|i| i.body.len() + 1).sum::<usize>());
         body.push_str("{\"lines\":[");
         for (n, item) in items.iter().enumerate() {
             if n > 0 {
@@ -236,7 +257,10 @@ impl Requests for Ingest {
                 c.post(url)
                     .query(&[("hostname", hostname.as_str()), ("now", now.as_str())])
                     .basic_auth(key, Some(""))
-                    .header(reqwest::header::CONTENT_TYPE, "application/json; charset=UTF-8")
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/json; charset=UTF-8",
+                    )
                     .body(body.clone())
             })
             .await
@@ -254,9 +278,12 @@ mod tests {
         let c = LogdnaConfig::from_env(&env).unwrap();
         assert_eq!(c.shown(), "https://logs.mezmo.com/logs/ingest");
         assert!(!format!("{c:?}").contains("k3y"));
-        let e = LogdnaConfig::from_env(&|_: &str| None).unwrap_err().to_string();
+        let e = LogdnaConfig::from_env(&|_: &str| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("set LOGDNA_TOKEN"), "{e}");
-        let env = |k: &str| (k == "LOGDNA_URL").then(|| "tls://k3y@syslog-a.logdna.com:6514".to_string());
+        let env =
+            |k: &str| (k == "LOGDNA_URL").then(|| "tls://k3y@syslog-a.logdna.com:6514".to_string());
         let c = LogdnaConfig::from_env(&env).unwrap();
         assert_eq!(c.key.expose(), "k3y");
         assert_eq!(c.shown(), "tls://****@syslog-a.logdna.com:6514");
@@ -266,7 +293,11 @@ mod tests {
     fn line_shape_and_meta_types() {
         let mut e = Event::new(Level::Warn, chrono::Utc::now(), "");
         e.data.insert("k".into(), json!(1));
-        let r = Record { group: "g".into(), stream: "s".into(), event: e };
+        let r = Record {
+            group: "g".into(),
+            stream: "s".into(),
+            event: e,
+        };
         let v: Value = serde_json::from_str(&render_line(&r)).unwrap();
         assert_eq!(v["app"], "g");
         assert_eq!(v["level"], "WARN");

@@ -58,8 +58,14 @@ impl LogglyConfig {
                 "the loggly destination needs a customer token: set LOGGLY_TOKEN (or LOGGLY_TOKEN_FILE)"
             ),
         };
-        if !token.expose().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            bail!("LOGGLY_TOKEN is not a Loggly customer token (expected letters, digits and dashes)");
+        if !token
+            .expose()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!(
+                "LOGGLY_TOKEN is not a Loggly customer token (expected letters, digits and dashes)"
+            );
         }
         let transport = match url.scheme() {
             "https" | "http" => {
@@ -85,13 +91,19 @@ impl LogglyConfig {
             .split(',')
             .filter_map(tag)
             .collect();
-        Ok(LogglyConfig { token, transport, tags })
+        Ok(LogglyConfig {
+            token,
+            transport,
+            tags,
+        })
     }
 
     /// The endpoint as it may be shown (token masked).
     pub fn shown(&self) -> String {
         match &self.transport {
-            Transport::Bulk(base) => format!("{}/bulk/****/tag/…/", base.as_str().trim_end_matches('/')),
+            Transport::Bulk(base) => {
+                format!("{}/bulk/****/tag/…/", base.as_str().trim_end_matches('/'))
+            }
             Transport::Syslog { host, port } => format!("tls://****@{host}:{port}"),
         }
     }
@@ -103,7 +115,13 @@ pub fn tag(s: &str) -> Option<String> {
     let t: String = s
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
         .skip_while(|c| !c.is_ascii_alphanumeric())
         .take(64)
         .collect();
@@ -158,7 +176,12 @@ impl Sink for Loggly {
     async fn deliver(&mut self, batch: Vec<Record>) -> Result<Outcome> {
         match &mut self.inner {
             Inner::Bulk(bulk) => isolate::deliver(bulk, &batch).await,
-            Inner::Syslog { conn, token, tags, hostname } => {
+            Inner::Syslog {
+                conn,
+                token,
+                tags,
+                hostname,
+            } => {
                 let mut frames = Vec::new();
                 for r in &batch {
                     let sd = format!(
@@ -181,7 +204,11 @@ impl Sink for Loggly {
 /// Group, stream, then the configured tags; valid and without repeats.
 fn event_tags(r: &Record, extra: &[String]) -> Vec<String> {
     let mut tags: Vec<String> = Vec::with_capacity(2 + extra.len());
-    for t in [tag(&r.group), tag(&r.stream)].into_iter().flatten().chain(extra.iter().cloned()) {
+    for t in [tag(&r.group), tag(&r.stream)]
+        .into_iter()
+        .flatten()
+        .chain(extra.iter().cloned())
+    {
         if !tags.contains(&t) {
             tags.push(t);
         }
@@ -221,7 +248,11 @@ impl Requests for Bulk {
         let url = if key.is_empty() {
             format!("{}/bulk/{}/", self.base, self.target.token.expose())
         } else {
-            format!("{}/bulk/{}/tag/{key}/", self.base, self.target.token.expose())
+            format!(
+                "{}/bulk/{}/tag/{key}/",
+                self.base,
+                self.target.token.expose()
+            )
         };
         let mut body = String::with_capacity(items.iter().map(|i| i.body.len() + 1).sum());
         for (n, item) in items.iter().enumerate() {
@@ -246,13 +277,24 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn config_defaults_and_errors() {
-        let c = LogglyConfig::from_env(&env(&[("LOGGLY_TOKEN", "abc-1"), ("LOGGLY_TAGS", "a b, ,x")])).unwrap();
-        assert!(matches!(&c.transport, Transport::Bulk(u) if u.as_str() == "https://logs-01.loggly.com/"));
+        let c = LogglyConfig::from_env(&env(&[
+            ("LOGGLY_TOKEN", "abc-1"),
+            ("LOGGLY_TAGS", "a b, ,x"),
+        ]))
+        .unwrap();
+        assert!(
+            matches!(&c.transport, Transport::Bulk(u) if u.as_str() == "https://logs-01.loggly.com/")
+        );
         assert_eq!(c.tags, vec!["a_b", "x"]);
         assert_eq!(c.shown(), "https://logs-01.loggly.com/bulk/****/tag/…/");
         assert!(!format!("{c:?}").contains("abc-1"));
@@ -266,9 +308,13 @@ mod tests {
         let e = LogglyConfig::from_env(&env(&[("LOGGLY_URL", "tls://se cret@h:1")])).unwrap_err();
         assert!(!format!("{e:#}").contains("se cret"), "{e:#}");
 
-        let c = LogglyConfig::from_env(&env(&[("LOGGLY_URL", "tls://tok@logs-01.loggly.com:6514")])).unwrap();
+        let c =
+            LogglyConfig::from_env(&env(&[("LOGGLY_URL", "tls://tok@logs-01.loggly.com:6514")]))
+                .unwrap();
         assert_eq!(c.token.expose(), "tok");
-        assert!(matches!(&c.transport, Transport::Syslog { host, port: 6514 } if host == "logs-01.loggly.com"));
+        assert!(
+            matches!(&c.transport, Transport::Syslog { host, port: 6514 } if host == "logs-01.loggly.com")
+        );
     }
 
     #[test]

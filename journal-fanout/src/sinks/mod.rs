@@ -65,3 +65,5 @@ pub mod secret;
 pub mod syslog_tls;
 pub mod tls;
 pub mod truncate;
+#[cfg(test)]
+mod sink_tests;

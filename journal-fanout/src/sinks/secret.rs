@@ -64,7 +64,10 @@ pub fn token_from_env(env: Env, var: &str) -> Result<Option<Secret>> {
         bail!("{var} is empty: set it (or {file_var}) to the destination's token");
     }
     if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        bail!("{var} contains a {} character: a token is one word", describe(c));
+        bail!(
+            "{var} contains a {} character: a token is one word",
+            describe(c)
+        );
     }
     Ok(Some(Secret::new(token)))
 }
@@ -114,10 +117,16 @@ mod tests {
         std::fs::write(&f, "sekrit\n").unwrap();
         let fp = f.to_str().unwrap().to_string();
         let env = move |k: &str| (k == "X_FILE").then(|| fp.clone());
-        assert_eq!(token_from_env(&env, "X").unwrap().unwrap().expose(), "sekrit");
+        assert_eq!(
+            token_from_env(&env, "X").unwrap().unwrap().expose(),
+            "sekrit"
+        );
         let env = |k: &str| (k == "X").then(|| "a b".to_string());
         let e = token_from_env(&env, "X").unwrap_err().to_string();
-        assert!(e.contains("X contains a whitespace") && !e.contains("a b"), "{e}");
+        assert!(
+            e.contains("X contains a whitespace") && !e.contains("a b"),
+            "{e}"
+        );
         let env = |_: &str| None;
         assert!(token_from_env(&env, "X").unwrap().is_none());
     }

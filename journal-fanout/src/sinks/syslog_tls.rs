@@ -82,10 +82,17 @@ impl SyslogTls {
         }
     }
 
-    async fn try_send(&mut self, frames: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn try_send(
+        &mut self,
+        frames: &[u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if let Some(conn) = &mut self.conn {
             if !alive(conn) {
-                tracing::info!(dest = self.dest, "{}: connection closed by the receiver; reconnecting", self.shown);
+                tracing::info!(
+                    dest = self.dest,
+                    "{}: connection closed by the receiver; reconnecting",
+                    self.shown
+                );
                 self.conn = None;
             }
         }
@@ -99,7 +106,10 @@ impl SyslogTls {
                 .await
                 .map_err(|_| "connect timed out after 10s")??;
                 tcp.set_nodelay(true)?;
-                let tls = self.connector.connect(self.server_name.clone(), tcp).await?;
+                let tls = self
+                    .connector
+                    .connect(self.server_name.clone(), tcp)
+                    .await?;
                 self.conn.insert(tls)
             }
         };
@@ -112,7 +122,10 @@ impl SyslogTls {
 /// A receiver never talks back; a read that completes at once means EOF or an error.
 fn alive(conn: &mut TlsStream<TcpStream>) -> bool {
     let mut buf = [0u8; 256];
-    !matches!(conn.read(&mut buf).now_or_never(), Some(Ok(0)) | Some(Err(_)))
+    !matches!(
+        conn.read(&mut buf).now_or_never(),
+        Some(Ok(0)) | Some(Err(_))
+    )
 }
 
 /// One RFC 5424 line: `<PRI>1 TIME HOST APP PROCID - SD MSG\n`, MSG being the event's JSON
@@ -120,8 +133,16 @@ fn alive(conn: &mut TlsStream<TcpStream>) -> bool {
 pub fn format(record: &Record, hostname: &str, sd: &str, limit: usize, out: &mut Vec<u8>) {
     let e = &record.event;
     let pri = FACILITY * 8 + e.level.priority();
-    let host = if e.info.host.is_empty() { hostname } else { &e.info.host };
-    let procid = if e.info.pid > 0 { e.info.pid.to_string() } else { "-".into() };
+    let host = if e.info.host.is_empty() {
+        hostname
+    } else {
+        &e.info.host
+    };
+    let procid = if e.info.pid > 0 {
+        e.info.pid.to_string()
+    } else {
+        "-".into()
+    };
     let head = format!(
         "<{pri}>1 {} {} {} {} - {sd} ",
         ecs_event::format_time(&e.time),
@@ -170,16 +191,24 @@ mod tests {
     fn formats_rfc5424_line() {
         let mut e = Event::new(
             Level::Warn,
-            chrono::Utc.with_ymd_and_hms(2026, 11, 22, 13, 0, 0).unwrap(),
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 22, 13, 0, 0)
+                .unwrap(),
             "a\nb",
         );
         e.info.pid = 42;
-        let r = Record { group: "my svc".into(), stream: "s".into(), event: e };
+        let r = Record {
+            group: "my svc".into(),
+            stream: "s".into(),
+            event: e,
+        };
         let mut out = Vec::new();
         format(&r, "vm", "[T@41058 tag=\"x\"]", 1000, &mut out);
         let line = String::from_utf8(out).unwrap();
         assert!(
-            line.starts_with("<12>1 2026-11-22T13:00:00.000000Z vm my_svc 42 - [T@41058 tag=\"x\"] {"),
+            line.starts_with(
+                "<12>1 2026-11-22T13:00:00.000000Z vm my_svc 42 - [T@41058 tag=\"x\"] {"
+            ),
             "{line}"
         );
         assert_eq!(line.matches('\n').count(), 1);

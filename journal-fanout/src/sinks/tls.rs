@@ -25,7 +25,10 @@ impl TlsOptions {
         if let Some(path) = &self.ca_file {
             for cert in read_pem_certs(path)? {
                 roots.add(cert).with_context(|| {
-                    format!("--ca-file {}: a certificate in it is not a usable CA", path.display())
+                    format!(
+                        "--ca-file {}: a certificate in it is not a usable CA",
+                        path.display()
+                    )
                 })?;
             }
         } else if added == 0 {
