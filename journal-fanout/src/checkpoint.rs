@@ -59,9 +59,8 @@ impl Checkpoint {
                 Ok((!s.is_empty()).then(|| s.to_string()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| {
-                format!("cannot read the saved cursor {}", self.path.display())
-            }),
+            Err(e) => Err(e)
+                .with_context(|| format!("cannot read the saved cursor {}", self.path.display())),
         }
     }
 

@@ -19,7 +19,12 @@ use clap::{Parser, ValueEnum};
 )]
 pub struct Args {
     /// Where lines come from: the journal, or JSON lines {"group","stream","event"} on stdin.
-    #[arg(long, env = "JOURNAL_FANOUT_SRC", value_enum, default_value = "journald")]
+    #[arg(
+        long,
+        env = "JOURNAL_FANOUT_SRC",
+        value_enum,
+        default_value = "journald"
+    )]
     pub src: SourceKind,
 
     /// Comma-separated destinations: stdout, cloudwatchlogs (loggly, logdna: not yet).
@@ -27,7 +32,11 @@ pub struct Args {
     pub dst: String,
 
     /// Read the journal files in this directory instead of the system journal.
-    #[arg(long, env = "JOURNAL_FANOUT_JOURNAL_DIR", conflicts_with = "journal_namespace")]
+    #[arg(
+        long,
+        env = "JOURNAL_FANOUT_JOURNAL_DIR",
+        conflicts_with = "journal_namespace"
+    )]
     pub journal_dir: Option<PathBuf>,
 
     /// Read this journald namespace (systemd-journald@NS) instead of the system journal.
@@ -64,7 +73,11 @@ pub struct Args {
     pub hostname: Option<String>,
 
     /// Most bytes (of messages) in one batch handed to a destination.
-    #[arg(long, env = "JOURNAL_FANOUT_MAX_BATCH_BYTES", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        env = "JOURNAL_FANOUT_MAX_BATCH_BYTES",
+        default_value_t = 1_000_000
+    )]
     pub max_batch_bytes: usize,
 
     /// Most events in one batch handed to a destination.
@@ -169,9 +182,7 @@ pub fn parse_destinations(list: &str) -> anyhow::Result<Vec<Destination>> {
                 "--dst {name}: the {name} destination is not available in this build yet \
                  (supported: stdout, cloudwatchlogs)"
             ),
-            _ => bail!(
-                "--dst: unknown destination {name:?} (supported: stdout, cloudwatchlogs)"
-            ),
+            _ => bail!("--dst: unknown destination {name:?} (supported: stdout, cloudwatchlogs)"),
         };
         if !out.contains(&d) {
             out.push(d);
@@ -200,8 +211,8 @@ impl Config {
         if let Some(days) = a.cloudwatch_retention_days {
             // The values CloudWatch's PutRetentionPolicy accepts.
             const VALID: [i32; 22] = [
-                1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
-                2192, 2557, 2922, 3288, 3653,
+                1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                2557, 2922, 3288, 3653,
             ];
             if !VALID.contains(&days) {
                 bail!("--cloudwatch-retention-days {days}: CloudWatch accepts only {VALID:?}");
@@ -265,7 +276,9 @@ mod tests {
             parse_destinations("stdout, cloudwatchlogs,stdout").unwrap(),
             vec![Destination::Stdout, Destination::CloudWatchLogs]
         );
-        let e = parse_destinations("stdout,kinesis").unwrap_err().to_string();
+        let e = parse_destinations("stdout,kinesis")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown destination \"kinesis\""), "{e}");
         let e = parse_destinations("loggly").unwrap_err().to_string();
         assert!(e.contains("not available"), "{e}");

@@ -142,8 +142,7 @@ fn plain(message: String, d: Defaults) -> Event {
 const EVENT_KEYS: [&str; 5] = ["level", "time", "info", "data", "message"];
 
 fn from_object(mut map: Map<String, Value>, d: Defaults) -> Event {
-    let looks_like_event =
-        !map.is_empty() && map.keys().all(|k| EVENT_KEYS.contains(&k.as_str()));
+    let looks_like_event = !map.is_empty() && map.keys().all(|k| EVENT_KEYS.contains(&k.as_str()));
     if looks_like_event {
         let mut filled = map.clone();
         filled

@@ -142,7 +142,9 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 running += 1;
             }
             #[cfg(not(feature = "journald"))]
-            anyhow::bail!("this build has no journald support (feature `journald`); use --src stdin");
+            anyhow::bail!(
+                "this build has no journald support (feature `journald`); use --src stdin"
+            );
         }
         SourceKind::Stdin => {
             let outs: Vec<_> = outputs.into_iter().map(|(_, tx, m, _)| (tx, m)).collect();
@@ -258,13 +260,9 @@ fn spawn_journal_reader(
     std::thread::Builder::new()
         .name(format!("journal-{}", dst.name()))
         .spawn(move || {
-            let result = source::journald::JournaldSource::open(
-                &location,
-                rules,
-                cursor.as_deref(),
-                from,
-            )
-            .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop));
+            let result =
+                source::journald::JournaldSource::open(&location, rules, cursor.as_deref(), from)
+                    .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop));
             let _ = done.send(Finished { what, result });
         })
         .context("cannot start a journal reader thread")?;

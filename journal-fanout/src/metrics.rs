@@ -69,18 +69,73 @@ pub fn add(c: &AtomicU64, n: u64) {
 pub fn render() -> String {
     let dests = registry().lock().unwrap().clone();
     let mut out = String::new();
-    type Series = (&'static str, &'static str, &'static str, fn(&Destination) -> &AtomicU64);
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&Destination) -> &AtomicU64,
+    );
     let series: [Series; 10] = [
-        ("entries_read_total", "counter", "Journal entries read.", |d| &d.entries_read),
-        ("entries_skipped_total", "counter", "Entries without the group field (not container lines).", |d| &d.entries_skipped),
-        ("events_delivered_total", "counter", "Events the destination acknowledged.", |d| &d.events_delivered),
-        ("events_rejected_total", "counter", "Events the destination refused for good.", |d| &d.events_rejected),
-        ("entries_lost_total", "counter", "Journal entries rotated or vacuumed away before they were shipped.", |d| &d.entries_lost),
-        ("losses_unknown_size_total", "counter", "Journal gaps whose size the journal could not tell.", |d| &d.losses_of_unknown_size),
-        ("batches_delivered_total", "counter", "Batches delivered.", |d| &d.batches_delivered),
-        ("delivery_retries_total", "counter", "Delivery attempts that failed and were retried.", |d| &d.delivery_retries),
-        ("cursor_saves_total", "counter", "Cursor checkpoints written.", |d| &d.cursor_saves),
-        ("last_cursor_save_timestamp_seconds", "gauge", "When the cursor was last saved (Unix time).", |d| &d.last_cursor_save_seconds),
+        (
+            "entries_read_total",
+            "counter",
+            "Journal entries read.",
+            |d| &d.entries_read,
+        ),
+        (
+            "entries_skipped_total",
+            "counter",
+            "Entries without the group field (not container lines).",
+            |d| &d.entries_skipped,
+        ),
+        (
+            "events_delivered_total",
+            "counter",
+            "Events the destination acknowledged.",
+            |d| &d.events_delivered,
+        ),
+        (
+            "events_rejected_total",
+            "counter",
+            "Events the destination refused for good.",
+            |d| &d.events_rejected,
+        ),
+        (
+            "entries_lost_total",
+            "counter",
+            "Journal entries rotated or vacuumed away before they were shipped.",
+            |d| &d.entries_lost,
+        ),
+        (
+            "losses_unknown_size_total",
+            "counter",
+            "Journal gaps whose size the journal could not tell.",
+            |d| &d.losses_of_unknown_size,
+        ),
+        (
+            "batches_delivered_total",
+            "counter",
+            "Batches delivered.",
+            |d| &d.batches_delivered,
+        ),
+        (
+            "delivery_retries_total",
+            "counter",
+            "Delivery attempts that failed and were retried.",
+            |d| &d.delivery_retries,
+        ),
+        (
+            "cursor_saves_total",
+            "counter",
+            "Cursor checkpoints written.",
+            |d| &d.cursor_saves,
+        ),
+        (
+            "last_cursor_save_timestamp_seconds",
+            "gauge",
+            "When the cursor was last saved (Unix time).",
+            |d| &d.last_cursor_save_seconds,
+        ),
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(out, "# HELP journal_fanout_{name} {help}");

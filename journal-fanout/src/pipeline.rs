@@ -50,10 +50,13 @@ pub fn read_loop(
     // Save the starting position right away (e.g. `--from tail`), so entries written while
     // we run before the first batch are not skipped by a later restart.
     if let Some(cursor) = src.cursor()? {
-        send(outputs, Batch {
-            records: Vec::new(),
-            cursor: Some(cursor),
-        })?;
+        send(
+            outputs,
+            Batch {
+                records: Vec::new(),
+                cursor: Some(cursor),
+            },
+        )?;
     }
     let mut iterations = 0u32;
     loop {
@@ -237,9 +240,10 @@ fn with_loss_notices(records: Vec<Record>, loss: &Loss) -> Vec<Record> {
 
 fn notice(group: &str, stream: &str, time: DateTime<Utc>, message: String) -> Record {
     let mut event = Event::new(Level::Warn, time, message);
-    event
-        .data
-        .insert("journal_fanout_notice".into(), serde_json::Value::Bool(true));
+    event.data.insert(
+        "journal_fanout_notice".into(),
+        serde_json::Value::Bool(true),
+    );
     Record {
         group: group.to_string(),
         stream: stream.to_string(),

@@ -30,10 +30,14 @@ fn fanout_stdout(j: &Journald, state: &std::path::Path) -> Fanout {
 }
 
 fn wait_lines(f: &Fanout, n: usize) -> Vec<Value> {
-    wait_until(Duration::from_secs(60), "journal-fanout's stdout lines", || {
-        let lines = f.stdout_lines();
-        (lines.len() >= n).then_some(lines)
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "journal-fanout's stdout lines",
+        || {
+            let lines = f.stdout_lines();
+            (lines.len() >= n).then_some(lines)
+        },
+    )
     .iter()
     .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
     .collect()
@@ -71,7 +75,9 @@ fn stdout_writes_one_group_stream_event_line_per_container_line() {
     assert_eq!(l["stream"], "web-1");
     assert_eq!(l["event"]["message"], "plain line");
     assert_eq!(l["event"]["level"], "ERROR");
-    assert!(l["event"]["info"]["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(l["event"]["info"]["host"]
+        .as_str()
+        .is_some_and(|h| !h.is_empty()));
     assert!(l["event"]["info"]["pid"].as_i64().is_some_and(|p| p > 0));
     let t = l["event"]["time"].as_str().unwrap();
     assert!(
@@ -168,9 +174,11 @@ fn resumes_from_saved_cursor_after_sigterm_without_duplicates() {
     let first = wait_lines(&f, 1000);
     assert!(f.terminate().success());
     assert_eq!(first.len(), 1000);
-    assert!(std::fs::read_dir(state.path())
+    assert!(std::fs::read_dir(state.path()).unwrap().any(|e| e
         .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".cursor")));
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".cursor")));
 
     // Written while journal-fanout is not running.
     write_entries(
@@ -186,5 +194,8 @@ fn resumes_from_saved_cursor_after_sigterm_without_duplicates() {
         .map(|l| l["event"]["message"].as_str().unwrap())
         .collect();
     let expected: Vec<String> = (0..500).map(|i| format!("second-{i}")).collect();
-    assert_eq!(msgs, expected, "exactly the new lines, in order, no duplicates");
+    assert_eq!(
+        msgs, expected,
+        "exactly the new lines, in order, no duplicates"
+    );
 }

@@ -62,8 +62,8 @@ pub mod isolate;
 pub mod logdna;
 pub mod loggly;
 pub mod secret;
+#[cfg(test)]
+mod sink_tests;
 pub mod syslog_tls;
 pub mod tls;
 pub mod truncate;
-#[cfg(test)]
-mod sink_tests;

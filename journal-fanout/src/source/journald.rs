@@ -36,10 +36,9 @@ impl JournaldSource {
         from: StartAt,
     ) -> anyhow::Result<JournaldSource> {
         let mut journal = match location {
-            JournalLocation::System => OpenOptions::default()
-                .local_only(false)
-                .open()
-                .context("cannot open the system journal (run as root or in group systemd-journal)")?,
+            JournalLocation::System => OpenOptions::default().local_only(false).open().context(
+                "cannot open the system journal (run as root or in group systemd-journal)",
+            )?,
             JournalLocation::Namespace(ns) => OpenOptions::default()
                 .open_namespace(ns.as_str())
                 .with_context(|| format!("cannot open journal namespace {ns:?}"))?,
@@ -68,12 +67,19 @@ impl JournaldSource {
 
     fn start(&mut self, from: StartAt) -> anyhow::Result<()> {
         match from {
-            StartAt::Head => self.journal.seek_head().context("cannot seek to the journal head")?,
+            StartAt::Head => self
+                .journal
+                .seek_head()
+                .context("cannot seek to the journal head")?,
             StartAt::Tail => {
-                self.journal.seek_tail().context("cannot seek to the journal tail")?;
+                self.journal
+                    .seek_tail()
+                    .context("cannot seek to the journal tail")?;
                 // Land on the last entry so `next` returns only new ones (and so there is a
                 // cursor to save right away).
-                self.journal.previous().context("cannot read the journal tail")?;
+                self.journal
+                    .previous()
+                    .context("cannot read the journal tail")?;
             }
         }
         Ok(())
@@ -187,7 +193,11 @@ impl Source for JournaldSource {
             self.current_unread = false;
             return self.read_current();
         }
-        match self.journal.next().context("cannot read the next journal entry")? {
+        match self
+            .journal
+            .next()
+            .context("cannot read the next journal entry")?
+        {
             0 => Ok(Read::Idle),
             _ => self.read_current(),
         }

@@ -23,10 +23,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_journal-fanout");
 pub fn write_entries(socket: &Path, entries: impl IntoIterator<Item = Vec<(String, String)>>) {
     let j = journal_native::Journal::new(socket).expect("open the journald socket");
     for e in entries {
-        let fields: Vec<(&str, &[u8])> = e
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect();
+        let fields: Vec<(&str, &[u8])> =
+            e.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
         j.send(&fields).expect("send a journal entry");
     }
 }
@@ -178,7 +176,10 @@ impl CheckingProxy {
             "PutLogEvents requests broke CloudWatch limits:\n{}",
             v.join("\n")
         );
-        assert!(self.puts.load(Ordering::Relaxed) > 0, "no PutLogEvents was sent");
+        assert!(
+            self.puts.load(Ordering::Relaxed) > 0,
+            "no PutLogEvents was sent"
+        );
     }
 }
 
@@ -218,7 +219,9 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, St
         header("transfer-encoding").is_none(),
         "the proxy expects Content-Length bodies"
     );
-    let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
     Some((request_line, headers, body))
@@ -268,8 +271,7 @@ fn serve(
         if up.read_to_end(&mut resp).is_err() || resp.is_empty() {
             return;
         }
-        if is_put && resp.starts_with(b"HTTP/1.1 200") || is_put && resp.starts_with(b"HTTP/1.0 200")
-        {
+        if is_put && (resp.starts_with(b"HTTP/1.1 200") || resp.starts_with(b"HTTP/1.0 200")) {
             accepted.fetch_add(n_events, Ordering::Relaxed);
         }
         if client.write_all(&resp).is_err() {
@@ -317,7 +319,9 @@ pub fn check_put(body: &[u8]) -> Result<usize, String> {
             return Err(format!("{ctx}: empty message"));
         }
         if ts < prev {
-            return Err(format!("{ctx}: events not in time order ({prev} then {ts})"));
+            return Err(format!(
+                "{ctx}: events not in time order ({prev} then {ts})"
+            ));
         }
         prev = ts;
         let f = *first.get_or_insert(ts);
@@ -327,7 +331,9 @@ pub fn check_put(body: &[u8]) -> Result<usize, String> {
         bytes += msg.len() + 26;
     }
     if bytes > 1_048_576 {
-        return Err(format!("{ctx}: {bytes} bytes (with 26 per event) > 1048576"));
+        return Err(format!(
+            "{ctx}: {bytes} bytes (with 26 per event) > 1048576"
+        ));
     }
     Ok(events.len())
 }
@@ -388,9 +394,8 @@ pub fn moto_events(endpoint: &str) -> BTreeMap<(String, String), Vec<Value>> {
                     };
                     for e in page.events() {
                         let m = e.message().unwrap_or_default();
-                        events.push(
-                            serde_json::from_str(m).unwrap_or(Value::String(m.to_string())),
-                        );
+                        events
+                            .push(serde_json::from_str(m).unwrap_or(Value::String(m.to_string())));
                     }
                     let next = page.next_forward_token().map(str::to_string);
                     if next.is_none() || next == token {

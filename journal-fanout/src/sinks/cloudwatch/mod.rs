@@ -97,7 +97,9 @@ impl CloudWatchSink {
                     // Loud on the first failure and then now and again, not on every attempt.
                     if backoff.attempts().is_multiple_of(10) {
                         tracing::warn!(
-                            group, stream, attempt = backoff.attempts() + 1,
+                            group,
+                            stream,
+                            attempt = backoff.attempts() + 1,
                             "CloudWatch Logs call failed, retrying: {why}"
                         );
                     }
@@ -122,12 +124,7 @@ impl CloudWatchSink {
 }
 
 /// Turn the service's rejected ranges into reports.
-fn rejections(
-    group: &str,
-    stream: &str,
-    events: &[LogEvent],
-    r: RejectedRanges,
-) -> Vec<Rejected> {
+fn rejections(group: &str, stream: &str, events: &[LogEvent], r: RejectedRanges) -> Vec<Rejected> {
     let mut out = Vec::new();
     let mut report = |slice: &[LogEvent], reason: &str| {
         if !slice.is_empty() {

@@ -25,9 +25,7 @@ impl Backoff {
 
     /// The pause before the next attempt: random in [cap/2, cap], cap doubling up to 30 s.
     pub fn next_delay(&mut self) -> Duration {
-        let cap = FIRST
-            .saturating_mul(1u32 << self.attempt.min(10))
-            .min(MAX);
+        let cap = FIRST.saturating_mul(1u32 << self.attempt.min(10)).min(MAX);
         self.attempt += 1;
         let half = cap / 2;
         half + rand::thread_rng().gen_range(Duration::ZERO..=half)
