@@ -92,10 +92,9 @@ impl Fanout {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = testkit::wait_until(Duration::from_secs(60), "journal-fanout to exit", || {
+        testkit::wait_until(Duration::from_secs(60), "journal-fanout to exit", || {
             self.child.try_wait().unwrap()
-        });
-        status
+        })
     }
 
     pub fn kill9(&mut self) {
@@ -190,7 +189,10 @@ impl Drop for CheckingProxy {
     }
 }
 
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+/// Request line, headers, body.
+type Request = (String, Vec<(String, String)>, Vec<u8>);
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
@@ -236,7 +238,8 @@ fn serve(
 ) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut client = conn;
-    while let Some((request_line, headers, body)) = read_request(&mut reader) {
+    // One request per connection: moto is asked to close after each answer.
+    if let Some((request_line, headers, body)) = read_request(&mut reader) {
         let target = headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
@@ -274,11 +277,7 @@ fn serve(
         if is_put && (resp.starts_with(b"HTTP/1.1 200") || resp.starts_with(b"HTTP/1.0 200")) {
             accepted.fetch_add(n_events, Ordering::Relaxed);
         }
-        if client.write_all(&resp).is_err() {
-            return;
-        }
-        // The response said Connection: close (we asked moto for it): end here.
-        return;
+        let _ = client.write_all(&resp);
     }
 }
 
