@@ -4,22 +4,29 @@
 //! configuration.
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::Client;
 
 use crate::cli::AwsArgs;
 
 /// Throttling is retried by the SDK's standard mode with backoff; a few more attempts
-/// than its default 3 ride out a busy account during parallel fetches.
-const MAX_ATTEMPTS: u32 = 8;
+/// than its default 3 ride out a busy account during parallel fetches, and the capped
+/// backoff keeps an unreachable endpoint from hanging a terminal for minutes.
+const MAX_ATTEMPTS: u32 = 6;
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 pub async fn connect(args: &AwsArgs) -> Result<Client> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+        .retry_config(
+        RetryConfig::standard()
+            .with_max_attempts(MAX_ATTEMPTS)
+            .with_max_backoff(MAX_BACKOFF),
+    );
     if let Some(r) = &args.region {
         loader = loader.region(Region::new(r.clone()));
     }
@@ -45,7 +52,7 @@ where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let detail = DisplayErrorContext(&err).to_string();
+    let detail = chain(&err);
     let code = err.code().unwrap_or_default().to_string();
     match code.as_str() {
         "AccessDeniedException" | "AccessDenied" => anyhow!(
@@ -67,8 +74,26 @@ where
             "no AWS credentials found while {what}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
              pass --profile NAME (or set AWS_PROFILE), or run under aws-vault / `aws sso login`"
         ),
+        _ if matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) => anyhow!(
+            "could not reach CloudWatch Logs while {what}: {detail}\n  \
+             check the network, --region, and --endpoint-url / AWS_ENDPOINT_URL"
+        ),
         _ => anyhow!("failed while {what}: {detail}"),
     }
+}
+
+/// An error and its causes, `: `-separated, without repeats.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
 }
 
 fn is_credentials_missing(detail: &str) -> bool {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Local, TimeZone, Utc};
 use ecs_event::{format_time, Level};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// An event as FilterLogEvents returns it, tagged with its group.
@@ -97,40 +98,58 @@ pub fn ms_to_utc(ms: i64) -> DateTime<Utc> {
 }
 
 /// The record `--json` and `--raw` print, and the base of every template's context.
-pub fn record(e: &RawEvent, d: Decoded) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("group".into(), Value::String(e.group.to_string()));
-    m.insert("stream".into(), Value::String(e.stream.clone()));
-    m.insert("id".into(), Value::String(e.id.clone()));
-    m.insert(
-        "ingest_time".into(),
-        Value::String(format_time(&ms_to_utc(e.ingestion))),
-    );
-    m.insert(
-        "creation_time".into(),
-        Value::String(format_time(&ms_to_utc(e.timestamp))),
-    );
-    m.insert("level".into(), Value::String(d.level));
-    m.insert("time".into(), Value::String(format_time(&d.time)));
-    m.insert("info".into(), d.info);
-    m.insert("data".into(), d.data);
-    m.insert("message".into(), Value::String(d.message));
-    m
+/// A struct, not a map, so the key order is fixed whatever serde_json features are on.
+#[derive(Serialize)]
+pub struct Record {
+    pub group: String,
+    pub stream: String,
+    pub id: String,
+    pub ingest_time: String,
+    pub creation_time: String,
+    pub level: String,
+    pub time: String,
+    pub info: Value,
+    pub data: Value,
+    pub message: String,
 }
 
-/// Add the derived template fields: `data_flat`, `task_short`, `time_short`.
-pub fn add_template_fields(m: &mut Map<String, Value>, time: &DateTime<Utc>, want_flat: bool) {
-    if want_flat {
-        let flat = m.get("data").map(flatten).unwrap_or_default();
+pub fn record(e: &RawEvent, d: Decoded) -> Record {
+    Record {
+        group: e.group.to_string(),
+        stream: e.stream.clone(),
+        id: e.id.clone(),
+        ingest_time: format_time(&ms_to_utc(e.ingestion)),
+        creation_time: format_time(&ms_to_utc(e.timestamp)),
+        level: d.level,
+        time: format_time(&d.time),
+        info: d.info,
+        data: d.data,
+        message: d.message,
+    }
+}
+
+/// The record as a template context, with the derived fields `data_flat` (only when the
+/// template uses it), `task_short` and `time_short`.
+pub fn template_context(r: Record, time: &DateTime<Utc>, want_flat: bool) -> Map<String, Value> {
+    let flat = want_flat.then(|| flatten(&r.data));
+    let short = task_short(&r.stream);
+    let mut m = Map::new();
+    m.insert("group".into(), Value::String(r.group));
+    m.insert("stream".into(), Value::String(r.stream));
+    m.insert("id".into(), Value::String(r.id));
+    m.insert("ingest_time".into(), Value::String(r.ingest_time));
+    m.insert("creation_time".into(), Value::String(r.creation_time));
+    m.insert("level".into(), Value::String(r.level));
+    m.insert("time".into(), Value::String(r.time));
+    m.insert("info".into(), r.info);
+    m.insert("data".into(), r.data);
+    m.insert("message".into(), Value::String(r.message));
+    if let Some(flat) = flat {
         m.insert("data_flat".into(), Value::Object(flat));
     }
-    let short = m
-        .get("stream")
-        .and_then(Value::as_str)
-        .map(task_short)
-        .unwrap_or_default();
     m.insert("task_short".into(), Value::String(short));
     m.insert("time_short".into(), Value::String(time_short(time)));
+    m
 }
 
 /// `MM-DD HH:MM:SS` in the local zone, as the Go tool printed it.

@@ -7,7 +7,7 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use crate::event::{add_template_fields, decode, record, RawEvent};
+use crate::event::{decode, record, template_context, RawEvent};
 
 /// The Go tool's default, in Handlebars: task, time, coloured level, message.
 pub const DEFAULT_TEMPLATE: &str =
@@ -79,12 +79,12 @@ impl Formatter {
     pub fn write(&self, e: &RawEvent, out: &mut Vec<u8>) -> Result<()> {
         let d = decode(e);
         let time = d.time;
-        let mut m = record(e, d);
+        let r = record(e, d);
         match &self.style {
-            Kind::Json => serde_json::to_writer(&mut *out, &m)?,
-            Kind::Raw => serde_json::to_writer_pretty(&mut *out, &m)?,
+            Kind::Json => serde_json::to_writer(&mut *out, &r)?,
+            Kind::Raw => serde_json::to_writer_pretty(&mut *out, &r)?,
             Kind::Template { hb, want_flat } => {
-                add_template_fields(&mut m, &time, *want_flat);
+                let m = template_context(r, &time, *want_flat);
                 hb.render_to_write(NAME, &Value::Object(m), &mut *out)
                     .map_err(|err| anyhow!("cannot render the --format template: {err}"))?;
             }
