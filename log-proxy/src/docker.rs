@@ -87,24 +87,33 @@ pub fn start(docker_host: String, answers: Sender<Answer>) -> Lookups {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let client = Arc::new(tokio::sync::RwLock::new(None::<Docker>));
     // Watch events (and keep trying to connect while Docker is down).
-    tokio::spawn(watch_events(docker_host.clone(), client.clone(), answers.clone()));
+    tokio::spawn(watch_events(
+        docker_host.clone(),
+        client.clone(),
+        answers.clone(),
+    ));
     tokio::spawn(async move {
         while let Some(reference) = rx.recv().await {
             let client = client.clone();
             let answers = answers.clone();
             let host = docker_host.clone();
             tokio::spawn(async move {
-                let answer = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup(&host, &client, &reference)).await {
-                    Ok(Ok(meta)) => Answer::Found {
-                        reference,
-                        meta: Arc::new(meta),
-                    },
-                    Ok(Err(reason)) => Answer::Failed { reference, reason },
-                    Err(_) => Answer::Failed {
-                        reason: format!("Docker at {host} did not answer within {LOOKUP_TIMEOUT:?}"),
-                        reference,
-                    },
-                };
+                let answer =
+                    match tokio::time::timeout(LOOKUP_TIMEOUT, lookup(&host, &client, &reference))
+                        .await
+                    {
+                        Ok(Ok(meta)) => Answer::Found {
+                            reference,
+                            meta: Arc::new(meta),
+                        },
+                        Ok(Err(reason)) => Answer::Failed { reference, reason },
+                        Err(_) => Answer::Failed {
+                            reason: format!(
+                                "Docker at {host} did not answer within {LOOKUP_TIMEOUT:?}"
+                            ),
+                            reference,
+                        },
+                    };
                 let _ = answers.send(answer);
             });
         }
@@ -151,7 +160,10 @@ async fn lookup(
 ) -> Result<Meta, String> {
     let d = connected(host, client).await?;
     match d
-        .inspect_container(reference, None::<bollard::query_parameters::InspectContainerOptions>)
+        .inspect_container(
+            reference,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
         .await
     {
         Ok(info) => Ok(meta_from(info)),
@@ -272,7 +284,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(render_tag("{{.Name}}/{{.ID}}", &m), "web/0414557846fd");
-        assert_eq!(render_tag("{{.ImageName}}-{{.ImageID}}", &m), "nginx:1-ab12cd34ef56");
+        assert_eq!(
+            render_tag("{{.ImageName}}-{{.ImageID}}", &m),
+            "nginx:1-ab12cd34ef56"
+        );
         assert_eq!(render_tag("{{.DaemonName}}", &m), "docker");
         assert_eq!(render_tag("{{.FullID}}", &m).len(), 64);
     }

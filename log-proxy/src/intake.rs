@@ -37,8 +37,9 @@ impl FromStr for Address {
             format!("syslog address {s:?} has no scheme: use unixgram:///path, unix:///path, udp://host:port or tcp://host:port")
         })?;
         let net = |r: &str| {
-            r.parse::<SocketAddr>()
-                .map_err(|e| format!("syslog address {s:?}: {r:?} is not HOST:PORT with a numeric host ({e})"))
+            r.parse::<SocketAddr>().map_err(|e| {
+                format!("syslog address {s:?}: {r:?} is not HOST:PORT with a numeric host ({e})")
+            })
         };
         match scheme {
             "unixgram" => Ok(Address::Unixgram(PathBuf::from(rest))),
@@ -133,9 +134,9 @@ pub fn bind(addr: &Address, mode: Option<u32>) -> anyhow::Result<Listener> {
             chmod(p)?;
             Listener::UnixStream(l, p.clone())
         }
-        Address::Tcp(a) => {
-            Listener::Tcp(TcpListener::bind(a).with_context(|| format!("cannot listen on tcp://{a}"))?)
-        }
+        Address::Tcp(a) => Listener::Tcp(
+            TcpListener::bind(a).with_context(|| format!("cannot listen on tcp://{a}"))?,
+        ),
     })
 }
 
@@ -275,7 +276,9 @@ fn serve_dgram(
             h.msg_hdr.msg_flags = 0;
         }
         stats.received.fetch_add(n as u64, Ordering::Relaxed);
-        stats.truncated.fetch_add(batch.truncated, Ordering::Relaxed);
+        stats
+            .truncated
+            .fetch_add(batch.truncated, Ordering::Relaxed);
         if out.send(batch).is_err() {
             break;
         }
@@ -312,7 +315,9 @@ fn serve_stream(
         match accept()? {
             Some(conn) => {
                 let (out, stop, stats) = (out.clone(), stop.clone(), stats.clone());
-                conns.push(std::thread::spawn(move || read_stream(conn, out, stop, stats)));
+                conns.push(std::thread::spawn(move || {
+                    read_stream(conn, out, stop, stats)
+                }));
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -337,7 +342,14 @@ fn read_stream(
         let n = match conn.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
@@ -348,8 +360,12 @@ fn read_stream(
         let mut batch = Messages::default();
         framer.feed(&buf[..n], &mut batch);
         if !batch.ends.is_empty() {
-            stats.received.fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
-            stats.truncated.fetch_add(batch.truncated, Ordering::Relaxed);
+            stats
+                .received
+                .fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
+            stats
+                .truncated
+                .fetch_add(batch.truncated, Ordering::Relaxed);
             if out.send(batch).is_err() {
                 return;
             }
@@ -359,7 +375,9 @@ fn read_stream(
     let mut batch = Messages::default();
     framer.finish(&mut batch);
     if !batch.ends.is_empty() {
-        stats.received.fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
+        stats
+            .received
+            .fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
         let _ = out.send(batch);
     }
 }
@@ -383,7 +401,10 @@ impl Framer {
             }
             if rest[0].is_ascii_digit() {
                 if let Some(sp) = rest.iter().take(11).position(|&c| c == b' ') {
-                    if let Ok(len) = std::str::from_utf8(&rest[..sp]).unwrap_or("x").parse::<usize>() {
+                    if let Ok(len) = std::str::from_utf8(&rest[..sp])
+                        .unwrap_or("x")
+                        .parse::<usize>()
+                    {
                         if rest.len() < sp + 1 + len {
                             if len > MAX_MESSAGE * 4 {
                                 // Absurd length: treat as a plain line instead of waiting forever.
@@ -484,7 +505,10 @@ mod tests {
             "unixgram:///run/x.sock".parse::<Address>().unwrap(),
             Address::Unixgram("/run/x.sock".into())
         );
-        assert!(matches!("tcp://127.0.0.1:514".parse::<Address>(), Ok(Address::Tcp(_))));
+        assert!(matches!(
+            "tcp://127.0.0.1:514".parse::<Address>(),
+            Ok(Address::Tcp(_))
+        ));
         let e = "http://x".parse::<Address>().unwrap_err();
         assert!(e.contains("unsupported scheme"), "{e}");
         assert!("/no/scheme".parse::<Address>().is_err());

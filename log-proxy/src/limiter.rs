@@ -58,8 +58,9 @@ impl FromStr for Limit {
             .trim()
             .parse::<u32>()
             .map_err(|e| format!("rate limit {s:?}: burst {b:?} is not a whole number: {e}"))?;
-        let interval = humantime::parse_duration(i.trim())
-            .map_err(|e| format!("rate limit {s:?}: interval {i:?} is not a duration like 5s: {e}"))?;
+        let interval = humantime::parse_duration(i.trim()).map_err(|e| {
+            format!("rate limit {s:?}: interval {i:?} is not a duration like 5s: {e}")
+        })?;
         Ok(Limit { burst, interval })
     }
 }
@@ -97,7 +98,11 @@ impl Budget {
 
     /// May a line of this severity pass?
     pub fn admit(&self, severity: u8) -> bool {
-        let l = if severity <= 3 { &self.errors } else { &self.normal };
+        let l = if severity <= 3 {
+            &self.errors
+        } else {
+            &self.normal
+        };
         match l {
             None => true,
             Some(l) => l.check().is_ok(),

@@ -29,8 +29,12 @@ use crate::limiter::Limit;
 #[command(version, about, long_about = None)]
 struct Options {
     /// Where to receive syslog: unixgram:///path, unix:///path, udp://host:port, tcp://host:port.
-    #[arg(short = 's', long, env = "LOG_PROXY_SYSLOG_ADDRESS",
-          default_value = "unixgram:///var/run/rate-limiting-log-proxy.sock")]
+    #[arg(
+        short = 's',
+        long,
+        env = "LOG_PROXY_SYSLOG_ADDRESS",
+        default_value = "unixgram:///var/run/rate-limiting-log-proxy.sock"
+    )]
     syslog_address: Address,
 
     /// Docker Engine API address [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
@@ -147,7 +151,13 @@ fn run(opts: Options) -> anyhow::Result<()> {
             .spawn(move || journal::run_writer(journal, batch_rx, state))?
     };
     let processor = {
-        let p = proxy::Processor::new(limit, Some(lookups), counters, writer_state.clone(), batch_tx);
+        let p = proxy::Processor::new(
+            limit,
+            Some(lookups),
+            counters,
+            writer_state.clone(),
+            batch_tx,
+        );
         std::thread::Builder::new()
             .name("proxy".into())
             .spawn(move || p.run(intake_rx, answer_rx))?
@@ -173,10 +183,16 @@ fn run(opts: Options) -> anyhow::Result<()> {
     });
     daemon_kit::notify_stopping();
     stop.store(true, Ordering::Relaxed);
-    let intake_result = intake.join().map_err(|_| anyhow::anyhow!("intake thread panicked"))?;
+    let intake_result = intake
+        .join()
+        .map_err(|_| anyhow::anyhow!("intake thread panicked"))?;
     processor_alive.store(false, Ordering::Relaxed);
-    processor.join().map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
-    writer.join().map_err(|_| anyhow::anyhow!("journal writer thread panicked"))?;
+    processor
+        .join()
+        .map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("journal writer thread panicked"))?;
     tracing::info!(metrics = %metrics.render().lines().filter(|l| !l.starts_with('#') && l.starts_with("log_proxy_") && !l.contains('{')).collect::<Vec<_>>().join(", "), "stopped");
     intake_result
 }

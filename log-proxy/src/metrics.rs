@@ -35,17 +35,61 @@ impl Metrics {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter("log_proxy_received_lines_total", "Syslog messages received.", g(&self.intake.received));
-        counter("log_proxy_truncated_lines_total", "Messages longer than the receive limit, cut.", g(&self.intake.truncated));
-        counter("log_proxy_forwarded_lines_total", "Lines handed to the journald writer (notices included).", g(&c.forwarded));
-        counter("log_proxy_written_entries_total", "Entries journald accepted.", g(&self.writer.written));
-        counter("log_proxy_dropped_lines_total", "Lines dropped by per-container rate limits.", g(&c.rate_limited));
-        counter("log_proxy_unparsable_lines_total", "Messages that were not syslog, forwarded raw.", g(&c.unparsable));
-        counter("log_proxy_docker_lookup_failures_total", "Container lookups that failed (lines forwarded with tag fields only).", g(&c.docker_lookup_failures));
-        counter("log_proxy_journal_retries_total", "Sends to journald retried because it was unavailable.", g(&self.writer.retries));
-        counter("log_proxy_journal_lost_lines_total", "Lines lost because journald was unavailable longer than the buffer lasts.", g(&c.lost_journald_down));
-        counter("log_proxy_journal_refused_total", "Entries journald refused outright.", g(&self.writer.refused));
-        counter("log_proxy_notices_total", "Notices written into containers' logs.", g(&c.notices));
+        counter(
+            "log_proxy_received_lines_total",
+            "Syslog messages received.",
+            g(&self.intake.received),
+        );
+        counter(
+            "log_proxy_truncated_lines_total",
+            "Messages longer than the receive limit, cut.",
+            g(&self.intake.truncated),
+        );
+        counter(
+            "log_proxy_forwarded_lines_total",
+            "Lines handed to the journald writer (notices included).",
+            g(&c.forwarded),
+        );
+        counter(
+            "log_proxy_written_entries_total",
+            "Entries journald accepted.",
+            g(&self.writer.written),
+        );
+        counter(
+            "log_proxy_dropped_lines_total",
+            "Lines dropped by per-container rate limits.",
+            g(&c.rate_limited),
+        );
+        counter(
+            "log_proxy_unparsable_lines_total",
+            "Messages that were not syslog, forwarded raw.",
+            g(&c.unparsable),
+        );
+        counter(
+            "log_proxy_docker_lookup_failures_total",
+            "Container lookups that failed (lines forwarded with tag fields only).",
+            g(&c.docker_lookup_failures),
+        );
+        counter(
+            "log_proxy_journal_retries_total",
+            "Sends to journald retried because it was unavailable.",
+            g(&self.writer.retries),
+        );
+        counter(
+            "log_proxy_journal_lost_lines_total",
+            "Lines lost because journald was unavailable longer than the buffer lasts.",
+            g(&c.lost_journald_down),
+        );
+        counter(
+            "log_proxy_journal_refused_total",
+            "Entries journald refused outright.",
+            g(&self.writer.refused),
+        );
+        counter(
+            "log_proxy_notices_total",
+            "Notices written into containers' logs.",
+            g(&c.notices),
+        );
         let _ = writeln!(
             s,
             "# HELP log_proxy_containers Containers currently tracked.\n# TYPE log_proxy_containers gauge\nlog_proxy_containers {}",
@@ -68,5 +112,7 @@ impl Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -5,7 +5,7 @@
 //! while every other container's lines go on; drop episodes are driven by a clock tick so the
 //! last notice is written even when the container never logs again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +22,10 @@ use crate::syslog;
 /// Table key for messages that are not syslog or carry no tag: they share one budget and
 /// are written under the identifier `log-proxy`.
 const RAW_KEY: &[u8] = b" raw";
-/// Lines held per container while its lookup is outstanding; beyond it the lines go out
-/// with what the tag says rather than pile up.
-const MAX_QUEUED: usize = 10_000;
+/// Bytes of lines held per container while its lookup is outstanding (Docker answers an
+/// inspect of a starting container only once the start completes, while the container may
+/// already log 80,000 lines/s); beyond it the lines go out with what the tag says.
+const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
 /// A failed lookup is retried after this long (lines keep flowing meanwhile).
 const RETRY_LOOKUP: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
@@ -33,8 +34,32 @@ const DESTROYED_EVICT: Duration = Duration::from_secs(10);
 const WRITER_WAIT: Duration = Duration::from_millis(100);
 
 enum Lookup {
-    Pending { since: Instant, queue: VecDeque<(u8, Vec<u8>)> },
+    Pending { since: Instant, queue: Queue },
     Done,
+}
+
+/// Lines waiting for their container's metadata, back to back (one allocation, not one
+/// per line).
+#[derive(Default)]
+struct Queue {
+    buf: Vec<u8>,
+    lines: Vec<(u8, usize)>,
+}
+
+impl Queue {
+    fn push(&mut self, severity: u8, msg: &[u8]) {
+        self.buf.extend_from_slice(msg);
+        self.lines.push((severity, self.buf.len()));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u8, &[u8])> {
+        let mut start = 0;
+        self.lines.iter().map(move |&(sev, end)| {
+            let m = &self.buf[start..end];
+            start = end;
+            (sev, m)
+        })
+    }
 }
 
 struct Container {
@@ -167,7 +192,7 @@ impl Processor {
                 l.request(reference.clone());
                 Lookup::Pending {
                     since: now,
-                    queue: VecDeque::new(),
+                    queue: Queue::default(),
                 }
             }
             _ => Lookup::Done,
@@ -203,18 +228,23 @@ impl Processor {
             }
         };
         self.index.insert(key.to_vec(), i);
-        self.counters.containers.store(self.index.len() as u64, Ordering::Relaxed);
+        self.counters
+            .containers
+            .store(self.index.len() as u64, Ordering::Relaxed);
         i
     }
 
     fn line(&mut self, idx: usize, severity: u8, msg: &[u8], now: Instant) {
         let c = self.slots[idx].as_mut().unwrap();
         if let Lookup::Pending { queue, .. } = &mut c.lookup {
-            if queue.len() < MAX_QUEUED {
-                queue.push_back((severity, msg.to_vec()));
+            if queue.buf.len() + msg.len() <= MAX_QUEUED_BYTES {
+                queue.push(severity, msg);
                 return;
             }
-            let reason = format!("more than {MAX_QUEUED} lines arrived before Docker answered");
+            let reason = format!(
+                "more than {} MiB of lines arrived before Docker answered",
+                MAX_QUEUED_BYTES >> 20
+            );
             self.resolve(idx, None, Some(reason));
             return self.line(idx, severity, msg, now);
         }
@@ -225,7 +255,8 @@ impl Processor {
     fn admit(&mut self, idx: usize, severity: u8, msg: &[u8], now: Instant) {
         let c = self.slots[idx].as_mut().unwrap();
         if c.budget.admit(severity) {
-            self.batch.push(|out| encode_line(out, &c.fields, severity, msg));
+            self.batch
+                .push(|out| encode_line(out, &c.fields, severity, msg));
             self.owners.push((idx, Kind::Line));
             self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -294,7 +325,9 @@ impl Processor {
         let default = self.default_limit;
         let c = self.slots[idx].as_mut().unwrap();
         if let Some(reason) = failure {
-            self.counters.docker_lookup_failures.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .docker_lookup_failures
+                .fetch_add(1, Ordering::Relaxed);
             if c.meta.is_none() {
                 tracing::warn!(container = %c.reference, %reason, "forwarding without Docker metadata; will look again in 30s");
             }
@@ -320,11 +353,11 @@ impl Processor {
         }
         let queued = match std::mem::replace(&mut c.lookup, Lookup::Done) {
             Lookup::Pending { queue, .. } => queue,
-            Lookup::Done => VecDeque::new(),
+            Lookup::Done => Queue::default(),
         };
         let now = Instant::now();
-        for (sev, msg) in queued {
-            self.admit(idx, sev, &msg, now);
+        for (sev, msg) in queued.iter() {
+            self.admit(idx, sev, msg, now);
             if self.batch.len() >= 64 {
                 self.flush();
             }
@@ -335,7 +368,9 @@ impl Processor {
         let up = self.writer.up.load(Ordering::Relaxed);
         let mut evict = Vec::new();
         for i in 0..self.slots.len() {
-            let Some(c) = self.slots[i].as_mut() else { continue };
+            let Some(c) = self.slots[i].as_mut() else {
+                continue;
+            };
             if let Lookup::Pending { since, .. } = &c.lookup {
                 if now.duration_since(*since) > LOOKUP_TIMEOUT + Duration::from_secs(1) {
                     let reason = "Docker did not answer in time".to_string();
@@ -356,8 +391,13 @@ impl Processor {
             let c = self.slots[i].as_ref().unwrap();
             let idle = now.duration_since(c.last_seen);
             let settled = matches!(c.lookup, Lookup::Done) && !c.drops.active() && c.lost_down == 0;
-            let gone = c.destroyed_at.is_some_and(|t| now.duration_since(t) > DESTROYED_EVICT);
-            if settled && (idle > IDLE_EVICT.max(2 * c.budget.limit().interval) || (gone && idle > DESTROYED_EVICT)) {
+            let gone = c
+                .destroyed_at
+                .is_some_and(|t| now.duration_since(t) > DESTROYED_EVICT);
+            if settled
+                && (idle > IDLE_EVICT.max(2 * c.budget.limit().interval)
+                    || (gone && idle > DESTROYED_EVICT))
+            {
                 evict.push(i);
             }
         }
@@ -369,7 +409,9 @@ impl Processor {
                 self.index.remove(c.reference.as_bytes());
                 self.free.push(i);
             }
-            self.counters.containers.store(self.index.len() as u64, Ordering::Relaxed);
+            self.counters
+                .containers
+                .store(self.index.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -384,10 +426,14 @@ impl Processor {
         loop {
             let up = self.writer.up.load(Ordering::Relaxed);
             let r = if up {
-                self.out.send_timeout(batch, WRITER_WAIT).map_err(|e| match e {
-                    crossbeam_channel::SendTimeoutError::Timeout(b) => TrySendError::Full(b),
-                    crossbeam_channel::SendTimeoutError::Disconnected(b) => TrySendError::Disconnected(b),
-                })
+                self.out
+                    .send_timeout(batch, WRITER_WAIT)
+                    .map_err(|e| match e {
+                        crossbeam_channel::SendTimeoutError::Timeout(b) => TrySendError::Full(b),
+                        crossbeam_channel::SendTimeoutError::Disconnected(b) => {
+                            TrySendError::Disconnected(b)
+                        }
+                    })
             } else {
                 self.out.try_send(batch)
             };
@@ -406,11 +452,15 @@ impl Processor {
 
     fn lose(&mut self, owners: &[(usize, Kind)]) {
         for &(i, kind) in owners {
-            let Some(c) = self.slots[i].as_mut() else { continue };
+            let Some(c) = self.slots[i].as_mut() else {
+                continue;
+            };
             match kind {
                 Kind::Line => {
                     c.lost_down += 1;
-                    self.counters.lost_journald_down.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .lost_journald_down
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 // A lost notice's count is reported again later, so the counts still add up.
                 Kind::Notice(n) => c.lost_down += n,
@@ -436,10 +486,15 @@ impl Processor {
 
     fn shutdown(&mut self) {
         for i in 0..self.slots.len() {
-            if self.slots[i].as_ref().is_some_and(|c| matches!(c.lookup, Lookup::Pending { .. })) {
+            if self.slots[i]
+                .as_ref()
+                .is_some_and(|c| matches!(c.lookup, Lookup::Pending { .. }))
+            {
                 self.resolve(i, None, Some("shutting down before Docker answered".into()));
             }
-            let Some(c) = self.slots[i].as_mut() else { continue };
+            let Some(c) = self.slots[i].as_mut() else {
+                continue;
+            };
             if let Some(n) = c.drops.flush() {
                 self.notice(i, n);
             }

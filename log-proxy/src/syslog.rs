@@ -184,7 +184,9 @@ mod tests {
 
     #[test]
     fn docker_rfc5424_stderr_with_docker_prefix() {
-        let m = p(b"<27>1 2026-11-22T13:32:28Z vm docker/0414557846fd 3076 docker/0414557846fd - oops\n");
+        let m = p(
+            b"<27>1 2026-11-22T13:32:28Z vm docker/0414557846fd 3076 docker/0414557846fd - oops\n",
+        );
         assert_eq!(m.severity, 3);
         assert_eq!(m.container_ref(), b"0414557846fd");
         assert_eq!(m.msg, b"oops");

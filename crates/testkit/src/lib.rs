@@ -101,8 +101,10 @@ impl Journald {
     /// Like [`Journald::start`], with extra lines for the `[Journal]` section
     /// (e.g. `RuntimeMaxFileSize=1M` to force rotation).
     pub fn start_with_config(extra: &str) -> Journald {
-        const BIN: &str = "/lib/systemd/systemd-journald";
-        require_binary(BIN, "apt-get install -y systemd");
+        require_binary(
+            "/lib/systemd/systemd-journald",
+            "apt-get install -y systemd",
+        );
         let namespace = unique_name("t");
         let conf = PathBuf::from(format!("/etc/systemd/journald@{namespace}.conf"));
         fs::create_dir_all("/etc/systemd").expect("create /etc/systemd");
@@ -114,27 +116,44 @@ impl Journald {
         )
         .unwrap_or_else(|e| panic!("cannot write {} (tests run as root): {e}", conf.display()));
         let socket = PathBuf::from(format!("/run/systemd/journal.{namespace}/socket"));
-        let child = Command::new(BIN)
-            .arg(&namespace)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let child = spawn_journald(&namespace);
         let mut j = Journald {
             namespace,
             child,
             socket,
             conf,
         };
-        let sock = j.socket.clone();
-        wait_until(Duration::from_secs(20), "journald's socket to appear", || {
-            if let Ok(Some(status)) = j.child.try_wait() {
-                panic!("systemd-journald exited early with {status}");
-            }
-            is_socket(&sock).then_some(())
-        });
+        j.wait_ready();
         j
+    }
+
+    fn wait_ready(&mut self) {
+        let sock = self.socket.clone();
+        let child = &mut self.child;
+        wait_until(
+            Duration::from_secs(20),
+            "journald's socket to appear",
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("systemd-journald exited early with {status}");
+                }
+                is_socket(&sock).then_some(())
+            },
+        );
+    }
+
+    /// Stop journald (its socket goes away; stored entries stay), to test outages.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.socket);
+    }
+
+    /// Start the same namespace again after [`Journald::stop`].
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_journald(&self.namespace);
+        self.wait_ready();
     }
 
     pub fn namespace(&self) -> &str {
@@ -209,6 +228,16 @@ impl Journald {
     }
 }
 
+fn spawn_journald(namespace: &str) -> Child {
+    Command::new("/lib/systemd/systemd-journald")
+        .arg(namespace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start systemd-journald: {e}"))
+}
+
 /// A field of a journal entry as bytes: journalctl prints non-UTF-8 or binary values as
 /// arrays of numbers, and repeated fields as arrays of those.
 pub fn field_bytes(e: &Entry, key: &str) -> Option<Vec<u8>> {
@@ -267,7 +296,12 @@ pub fn docker() {
         // handle is dropped without waiting.
         #[allow(clippy::zombie_processes)]
         Command::new("dockerd")
-            .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--iptables=false",
+                "--bridge=none",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
