@@ -4,6 +4,7 @@
 //! configuration faults (an error: the destination stops, its cursor stays put); any other
 //! 4xx refuses this request only, and the caller splits it to find the offending events.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -11,6 +12,7 @@ use reqwest::{Client, RequestBuilder, StatusCode};
 
 use super::secret::Secret;
 use super::tls::{is_certificate_error, TlsOptions};
+use crate::metrics;
 
 /// What the service said about one request, once transient failures are behind us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +38,11 @@ pub struct Target {
 pub struct Http {
     client: Client,
     backoff: Backoff,
+    metrics: Arc<metrics::Destination>,
 }
 
 impl Http {
-    pub fn new(tls: &TlsOptions) -> Result<Http> {
+    pub fn new(dest: &'static str, tls: &TlsOptions) -> Result<Http> {
         let mut config = tls.client_config()?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = Client::builder()
@@ -54,6 +57,7 @@ impl Http {
         Ok(Http {
             client,
             backoff: Backoff::default(),
+            metrics: metrics::for_destination(dest),
         })
     }
 
@@ -119,6 +123,7 @@ impl Http {
                     wait
                 }
             };
+            metrics::add(&self.metrics.delivery_retries, 1);
             tokio::time::sleep(wait).await;
             attempt = attempt.saturating_add(1);
         }

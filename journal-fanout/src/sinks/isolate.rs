@@ -1,14 +1,12 @@
 //! Delivering a batch as requests, and isolating what a service refuses: a refused request is
 //! split in halves (bisected) until the refused events stand alone; everything else is
-//! delivered. The losses are reported in the log, in the `Outcome`, and as a notice event in
-//! the destination itself so the person reading the logs sees the hole.
+//! delivered. The refused events go back in the `Outcome`; the pipeline counts and logs them
+//! and writes the notice event into the destination (one place for every sink).
 
 use std::future::Future;
 use std::ops::Range;
 
 use anyhow::Result;
-use chrono::{DateTime, Utc};
-use ecs_event::{format_time, Event, Level};
 
 use super::http::Answer;
 use super::{Outcome, Record, Rejected};
@@ -40,31 +38,6 @@ pub async fn deliver<R: Requests>(r: &mut R, batch: &[Record]) -> Result<Outcome
     let items: Vec<Item> = batch.iter().map(|rec| r.render(rec)).collect();
     let refused = send_isolating(r, &items).await?;
     let rejected = summarize(batch, &refused);
-    for rej in &rejected {
-        tracing::error!(
-            dest = r.dest(),
-            group = rej.group,
-            stream = rej.stream,
-            count = rej.count,
-            "{} refused {} events ({} to {}): {}",
-            r.dest(),
-            rej.count,
-            format_time(&rej.first),
-            format_time(&rej.last),
-            rej.reason
-        );
-        let notice = notice(r.dest(), rej);
-        let item = r.render(&notice);
-        if let Answer::Refused(why) = r.send(&item.key, &[&item]).await? {
-            tracing::error!(
-                dest = r.dest(),
-                "{} also refused the notice about the loss in {}/{}: {why}",
-                r.dest(),
-                rej.group,
-                rej.stream
-            );
-        }
-    }
     Ok(Outcome { rejected })
 }
 
@@ -141,27 +114,4 @@ fn summarize(batch: &[Record], refused: &[(usize, String)]) -> Vec<Rejected> {
         }
     }
     out
-}
-
-/// The event that tells readers of the affected stream about the loss.
-pub fn notice(dest: &str, r: &Rejected) -> Record {
-    Record {
-        group: r.group.clone(),
-        stream: r.stream.clone(),
-        event: Event::new(Level::Error, now(), notice_text(dest, r)),
-    }
-}
-
-pub fn notice_text(dest: &str, r: &Rejected) -> String {
-    format!(
-        "journal-fanout: {} events could not be delivered to {dest} between {} and {}: {}",
-        r.count,
-        format_time(&r.first),
-        format_time(&r.last),
-        r.reason
-    )
-}
-
-fn now() -> DateTime<Utc> {
-    Utc::now()
 }

@@ -118,7 +118,7 @@ impl Logdna {
     pub fn new(config: LogdnaConfig, tls: &TlsOptions, hostname: &str) -> Result<Logdna> {
         let inner = match config.transport {
             Transport::Ingest(ref base) => Inner::Ingest(Ingest {
-                http: Http::new(tls)?,
+                http: Http::new("logdna", tls)?,
                 target: Target {
                     dest: "logdna",
                     shown: config.shown(),

@@ -147,7 +147,7 @@ impl Loggly {
     pub fn new(config: LogglyConfig, tls: &TlsOptions, hostname: &str) -> Result<Loggly> {
         let inner = match config.transport {
             Transport::Bulk(ref base) => Inner::Bulk(Bulk {
-                http: Http::new(tls)?,
+                http: Http::new("loggly", tls)?,
                 target: Target {
                     dest: "loggly",
                     shown: config.shown(),

@@ -20,6 +20,7 @@ use super::http::{chain, Backoff};
 use super::tls::{is_certificate_error, TlsOptions};
 use super::truncate;
 use super::Record;
+use crate::metrics;
 
 /// Facility `user` (1): container output.
 const FACILITY: u8 = 1;
@@ -35,6 +36,7 @@ pub struct SyslogTls {
     connector: TlsConnector,
     conn: Option<TlsStream<TcpStream>>,
     backoff: Backoff,
+    metrics: Arc<metrics::Destination>,
 }
 
 impl SyslogTls {
@@ -50,6 +52,7 @@ impl SyslogTls {
             connector: TlsConnector::from(Arc::new(tls.client_config()?)),
             conn: None,
             backoff: Backoff::default(),
+            metrics: metrics::for_destination(dest),
         })
     }
 
@@ -75,6 +78,7 @@ impl SyslogTls {
                         self.shown,
                         chain(&*e)
                     );
+                    metrics::add(&self.metrics.delivery_retries, 1);
                     tokio::time::sleep(wait).await;
                     attempt = attempt.saturating_add(1);
                 }
