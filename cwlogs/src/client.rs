@@ -21,8 +21,7 @@ const MAX_ATTEMPTS: u32 = 6;
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 pub async fn connect(args: &AwsArgs) -> Result<Client> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
         RetryConfig::standard()
             .with_max_attempts(MAX_ATTEMPTS)
             .with_max_backoff(MAX_BACKOFF),
