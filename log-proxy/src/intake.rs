@@ -16,9 +16,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use crossbeam_channel::Sender;
 
-/// Largest message accepted whole; longer ones are cut and counted (Docker itself never sends
-/// more than 16 KiB of line per message).
+/// Largest datagram accepted whole (more than a unix or UDP sender can send by default);
+/// longer ones are cut, marked and counted. Docker never sends more than 16 KiB of line.
 pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Largest stream frame accepted whole.
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// Appended to a cut message so the reader sees the cut, not only the operator's metrics.
+pub const CUT_MARKER: &[u8] = b" [log-proxy: message cut, too long]";
 const SLOTS: usize = 32;
 
 /// Where to listen.
@@ -74,6 +78,14 @@ impl Messages {
 
     pub fn push(&mut self, m: &[u8]) {
         self.buf.extend_from_slice(m);
+        self.ends.push(self.buf.len());
+    }
+
+    /// Push a message that was cut, with the visible marker (before a trailing newline).
+    fn push_marked(&mut self, m: &[u8]) {
+        self.buf
+            .extend_from_slice(m.strip_suffix(b"\n").unwrap_or(m));
+        self.buf.extend_from_slice(CUT_MARKER);
         self.ends.push(self.buf.len());
     }
 }
@@ -269,10 +281,13 @@ fn serve_dgram(
         };
         for (i, h) in hdrs.iter_mut().take(n as usize).enumerate() {
             let len = h.msg_len as usize;
+            let m = &slots[i * MAX_MESSAGE..i * MAX_MESSAGE + len.min(MAX_MESSAGE)];
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 batch.truncated += 1;
+                batch.push_marked(m);
+            } else {
+                batch.push(m);
             }
-            batch.push(&slots[i * MAX_MESSAGE..i * MAX_MESSAGE + len.min(MAX_MESSAGE)]);
             h.msg_hdr.msg_flags = 0;
         }
         stats.received.fetch_add(n as u64, Ordering::Relaxed);
@@ -406,7 +421,7 @@ impl Framer {
                         .parse::<usize>()
                     {
                         if rest.len() < sp + 1 + len {
-                            if len > MAX_MESSAGE * 4 {
+                            if len > MAX_FRAME {
                                 // Absurd length: treat as a plain line instead of waiting forever.
                             } else {
                                 break; // wait for the rest of the frame
@@ -429,7 +444,7 @@ impl Framer {
                     }
                     pos += nl + 1;
                 }
-                None if rest.len() > MAX_MESSAGE => {
+                None if rest.len() > MAX_FRAME => {
                     push_cut(out, rest);
                     pos = self.pending.len();
                 }
@@ -447,9 +462,9 @@ impl Framer {
 }
 
 fn push_cut(out: &mut Messages, m: &[u8]) {
-    if m.len() > MAX_MESSAGE {
+    if m.len() > MAX_FRAME {
         out.truncated += 1;
-        out.push(&m[..MAX_MESSAGE]);
+        out.push_marked(&m[..MAX_FRAME]);
     } else {
         out.push(m);
     }

@@ -1,18 +1,12 @@
-//! `log-proxy`: a syslog server for Docker's syslog log driver that rate-limits each
+//! `log-proxy` binary: options, wiring, signals. The stages live in the library.
+//!
+//! A syslog server for Docker's syslog log driver that rate-limits each
 //! container on its own, adds the container's Docker metadata, and writes every accepted line
 //! into journald with the fields Docker's journald driver uses — and says so, in the
 //! container's own log, when it drops lines and how many.
 //!
 //! Data flows one way, one thread per stage:
 //! `intake` (socket) → `proxy` (syslog parse, `docker` metadata, `limiter`) → `journal` (writer).
-
-mod docker;
-mod intake;
-mod journal;
-mod limiter;
-mod metrics;
-mod proxy;
-mod syslog;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,8 +15,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::intake::Address;
-use crate::limiter::Limit;
+use log_proxy::intake::{self, Address};
+use log_proxy::limiter::Limit;
+use log_proxy::{docker, journal, metrics, proxy};
 
 /// Per-container rate-limiting syslog proxy: Docker's syslog log driver in, journald out.
 #[derive(Parser, Debug)]
@@ -120,6 +115,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let listener = intake::bind(&opts.syslog_address, opts.socket_mode)?;
     let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
     if let Some(addr) = opts.metrics_address.clone() {
         let m = metrics.clone();
@@ -138,7 +134,6 @@ fn run(opts: Options) -> anyhow::Result<()> {
         drop(server);
     }
 
-    let listener = intake::bind(&opts.syslog_address, opts.socket_mode)?;
     tracing::info!(
         address = ?opts.syslog_address, journal = %opts.journal_socket.display(),
         docker = %docker_host, limit = %limit, "listening"

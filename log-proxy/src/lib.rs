@@ -1,0 +1,16 @@
+//! `log-proxy`: a syslog server for Docker's syslog log driver that rate-limits each
+//! container on its own, adds the container's Docker metadata, and writes every accepted line
+//! into journald with the fields Docker's journald driver uses — and says so, in the
+//! container's own log, when it drops lines and how many.
+//!
+//! Data flows one way, one thread per stage:
+//! [`intake`] (socket) → [`proxy`] ([`syslog`] parse, [`docker`] metadata, [`limiter`]) →
+//! [`journal`] (writer). The library exists so benchmarks and the fuzzer reach the stages.
+
+pub mod docker;
+pub mod intake;
+pub mod journal;
+pub mod limiter;
+pub mod metrics;
+pub mod proxy;
+pub mod syslog;

@@ -1,0 +1,338 @@
+//! log-proxy against a real journald with hand-sent syslog: unknown containers, Docker down,
+//! bad input, binary data, large lines, stream transports, journald outages, shutdown.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{n_dropped, Proxy, NOTICE_ID};
+use testkit::{field, field_bytes, unique_name, wait_until, Journald};
+
+const NO_DOCKER: &[&str] = &["--docker-host", "unix:///nonexistent/docker.sock"];
+
+fn rfc5424(tag: &str, msg: &[u8]) -> Vec<u8> {
+    let mut d = format!("<30>1 2026-11-22T13:32:28.396128Z vm {tag} 3076 {tag} - ").into_bytes();
+    d.extend_from_slice(msg);
+    d.push(b'\n');
+    d
+}
+
+fn random_id() -> String {
+    let n = unique_name("");
+    let mut h: u64 = 1469598103934665603;
+    for b in n.bytes() {
+        h = (h ^ b as u64).wrapping_mul(1099511628211);
+    }
+    format!("{h:016x}")[..12].to_string()
+}
+
+#[test]
+fn unknown_container_with_docker_down_still_arrives_with_tag_fields() {
+    let jd = Journald::start();
+    let proxy = Proxy::start(jd.socket(), NO_DOCKER);
+    let id = random_id();
+    for i in 0..10 {
+        proxy.send(&rfc5424(&id, format!("line {i}").as_bytes()));
+    }
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_ID={id}")],
+        10,
+        Duration::from_secs(20),
+    );
+    for (i, e) in e.iter().enumerate() {
+        assert_eq!(field(e, "MESSAGE").unwrap(), format!("line {i}"));
+        assert_eq!(field(e, "CONTAINER_TAG").unwrap(), id);
+        assert_eq!(field(e, "SYSLOG_IDENTIFIER").unwrap(), id);
+        assert_eq!(field(e, "PRIORITY").unwrap(), "6");
+    }
+    assert!(proxy.metric("log_proxy_docker_lookup_failures_total") >= 1);
+    assert!(proxy
+        .stderr()
+        .contains("forwarding without Docker metadata"));
+}
+
+#[test]
+fn unknown_container_with_docker_running_still_arrives() {
+    testkit::docker();
+    let jd = Journald::start();
+    let proxy = Proxy::start(jd.socket(), &[]);
+    let id = random_id();
+    proxy.send(&rfc5424(&id, b"from nowhere"));
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(field(&e[0], "MESSAGE").unwrap(), "from nowhere");
+    wait_until(Duration::from_secs(10), "lookup failure counted", || {
+        (proxy.metric("log_proxy_docker_lookup_failures_total") >= 1).then_some(())
+    });
+}
+
+#[test]
+fn bad_input_is_forwarded_raw_and_counted_never_wedges() {
+    let jd = Journald::start();
+    let proxy = Proxy::start(jd.socket(), NO_DOCKER);
+    let garbage: Vec<&[u8]> = vec![
+        b"this is not syslog",
+        b"",
+        b"\x00\x01\x02\xff\xfe binary",
+        b"<999>1 bad pri",
+        b"<30>1 truncated header",
+    ];
+    for g in &garbage {
+        proxy.send(g);
+    }
+    // The biggest datagram the kernel lets a unix datagram sender send.
+    let big = vec![b'z'; 200_000];
+    proxy.send(&big);
+    let id = random_id();
+    proxy.send(&rfc5424(&id, b"still alive"));
+    jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        1,
+        Duration::from_secs(20),
+    );
+    let raw = jd.wait_for_count(
+        &["SYSLOG_IDENTIFIER=log-proxy", "LOG_PROXY_UNPARSABLE=1"],
+        5,
+        Duration::from_secs(20),
+    );
+    let msgs: Vec<Vec<u8>> = raw
+        .iter()
+        .map(|e| field_bytes(e, "MESSAGE").unwrap_or_default())
+        .collect();
+    assert!(msgs.contains(&b"this is not syslog".to_vec()), "{msgs:?}");
+    assert!(msgs.contains(&b"\x00\x01\x02\xff\xfe binary".to_vec()));
+    assert!(msgs.iter().any(|m| m.len() == 200_000));
+    assert!(proxy.metric("log_proxy_unparsable_lines_total") >= 5);
+}
+
+#[test]
+fn messages_are_binary_safe_and_large_ones_take_the_fd_path() {
+    let jd = Journald::start();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique_name("lps")));
+    let proxy = Proxy::start_at(
+        &format!("unix://{}", sock.display()),
+        Some(sock.clone()),
+        jd.socket(),
+        NO_DOCKER,
+    );
+    let id = random_id();
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    // Octet counting carries an embedded newline; invalid UTF-8 passes byte for byte.
+    let m1 = rfc5424(&id, b"first\nsecond \xff\xfe\x00end");
+    write!(s, "{} ", m1.len()).unwrap();
+    s.write_all(&m1).unwrap();
+    // 300 KB: too big for one journald datagram (wmem_max), so it goes through a memfd.
+    let big: Vec<u8> = (0..300_000).map(|i| b'a' + (i % 26) as u8).collect();
+    s.write_all(&rfc5424(&id, &big)).unwrap();
+    s.write_all(&rfc5424(&id, b"plain newline framing"))
+        .unwrap();
+    drop(s);
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        3,
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        field_bytes(&e[0], "MESSAGE").unwrap(),
+        b"first\nsecond \xff\xfe\x00end"
+    );
+    assert_eq!(field_bytes(&e[1], "MESSAGE").unwrap(), big);
+    assert_eq!(field(&e[2], "MESSAGE").unwrap(), "plain newline framing");
+    drop(proxy);
+}
+
+#[test]
+fn tcp_transport_with_both_framings() {
+    let jd = Journald::start();
+    let port = testkit::free_port();
+    let proxy = Proxy::start_at(
+        &format!("tcp://127.0.0.1:{port}"),
+        None,
+        jd.socket(),
+        NO_DOCKER,
+    );
+    let id = random_id();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for i in 0..100 {
+        s.write_all(&rfc5424(&id, format!("tcp {i}").as_bytes()))
+            .unwrap();
+    }
+    let framed = rfc5424(&id, b"counted");
+    write!(s, "{} ", framed.len()).unwrap();
+    s.write_all(&framed).unwrap();
+    drop(s);
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        101,
+        Duration::from_secs(20),
+    );
+    assert_eq!(field(&e[99], "MESSAGE").unwrap(), "tcp 99");
+    assert_eq!(field(&e[100], "MESSAGE").unwrap(), "counted");
+    drop(proxy);
+}
+
+#[test]
+fn a_container_that_goes_quiet_still_gets_its_last_drop_notice() {
+    let jd = Journald::start();
+    let proxy = Proxy::start(
+        jd.socket(),
+        &[
+            "--burst",
+            "10",
+            "--interval",
+            "1s",
+            NO_DOCKER[0],
+            NO_DOCKER[1],
+        ],
+    );
+    let id = random_id();
+    for i in 0..100 {
+        proxy.send(&rfc5424(&id, format!("{i}").as_bytes()));
+    }
+    // Then silence: the last notice must come from the clock, not from a next line.
+    let filter = format!("CONTAINER_TAG={id}");
+    wait_until(
+        Duration::from_secs(15),
+        "drop notices to account for every line",
+        || {
+            let e = jd.entries_matching(&[&filter]);
+            let lines = e
+                .iter()
+                .filter(|e| field(e, "MESSAGE_ID").is_none())
+                .count() as u64;
+            let dropped: u64 = e
+                .iter()
+                .filter(|e| field(e, "MESSAGE_ID").as_deref() == Some(NOTICE_ID))
+                .map(n_dropped)
+                .sum();
+            (lines + dropped == 100).then_some(())
+        },
+    );
+}
+
+#[test]
+fn errors_get_through_while_an_info_flood_is_cut() {
+    let jd = Journald::start();
+    let proxy = Proxy::start(
+        jd.socket(),
+        &[
+            "--burst",
+            "20",
+            "--interval",
+            "1m",
+            NO_DOCKER[0],
+            NO_DOCKER[1],
+        ],
+    );
+    let id = random_id();
+    for i in 0..500 {
+        proxy.send(&rfc5424(&id, format!("info {i}").as_bytes()));
+    }
+    let err = format!("<27>1 2026-11-22T13:32:28Z vm {id} 1 {id} - the error that matters\n");
+    proxy.send(err.as_bytes());
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}"), "PRIORITY=3"],
+        1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(field(&e[0], "MESSAGE").unwrap(), "the error that matters");
+}
+
+#[test]
+fn journald_outage_holds_lines_and_delivers_them_when_back() {
+    let mut jd = Journald::start();
+    let proxy = Proxy::start(jd.socket(), NO_DOCKER);
+    let id = random_id();
+    proxy.send(&rfc5424(&id, b"before"));
+    jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        1,
+        Duration::from_secs(20),
+    );
+    jd.stop();
+    for i in 0..200 {
+        proxy.send(&rfc5424(&id, format!("during {i}").as_bytes()));
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the proxy to notice journald is gone",
+        || (proxy.metric("log_proxy_journal_retries_total") > 0).then_some(()),
+    );
+    jd.restart();
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        201,
+        Duration::from_secs(30),
+    );
+    let msgs: Vec<String> = e.iter().map(|e| field(e, "MESSAGE").unwrap()).collect();
+    for i in 0..200 {
+        assert!(
+            msgs.contains(&format!("during {i}")),
+            "line {i} lost in the outage"
+        );
+    }
+    assert_eq!(proxy.metric("log_proxy_journal_lost_lines_total"), 0);
+}
+
+#[test]
+fn sigterm_drains_flushes_and_removes_the_socket() {
+    let jd = Journald::start();
+    let mut proxy = Proxy::start(
+        jd.socket(),
+        &[
+            "--burst",
+            "5",
+            "--interval",
+            "1h",
+            NO_DOCKER[0],
+            NO_DOCKER[1],
+        ],
+    );
+    let id = random_id();
+    for i in 0..50 {
+        proxy.send(&rfc5424(&id, format!("{i}").as_bytes()));
+    }
+    // Wait until all 50 were received, then stop: the final drop notice must be written.
+    wait_until(Duration::from_secs(10), "lines received", || {
+        (proxy.metric("log_proxy_received_lines_total") >= 50).then_some(())
+    });
+    assert_eq!(
+        proxy.terminate(),
+        0,
+        "exit code after SIGTERM; stderr:\n{}",
+        proxy.stderr()
+    );
+    assert!(!proxy.socket.exists(), "socket file left behind");
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        5,
+        Duration::from_secs(10),
+    );
+    let lines = e
+        .iter()
+        .filter(|e| field(e, "MESSAGE_ID").is_none())
+        .count() as u64;
+    let dropped: u64 = e.iter().map(n_dropped).sum();
+    assert_eq!(lines + dropped, 50, "{e:?}");
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_log-proxy"))
+        .args(["--syslog-address", "http://nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported scheme"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_log-proxy"))
+        .env("LOG_PROXY_BURST", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--burst"));
+}
