@@ -115,6 +115,13 @@ enum Inner {
 }
 
 impl Logdna {
+    /// From the process environment, for `--dst logdna` (errors name the variable to set).
+    pub fn from_env(tls: &TlsOptions, hostname: &str) -> Result<Logdna> {
+        let config = LogdnaConfig::from_env(&super::secret::process_env)?;
+        tracing::info!(destination = "logdna", endpoint = %config.shown(), "sending");
+        Logdna::new(config, tls, hostname)
+    }
+
     pub fn new(config: LogdnaConfig, tls: &TlsOptions, hostname: &str) -> Result<Logdna> {
         let inner = match config.transport {
             Transport::Ingest(ref base) => Inner::Ingest(Ingest {

@@ -144,6 +144,13 @@ enum Inner {
 }
 
 impl Loggly {
+    /// From the process environment, for `--dst loggly` (errors name the variable to set).
+    pub fn from_env(tls: &TlsOptions, hostname: &str) -> Result<Loggly> {
+        let config = LogglyConfig::from_env(&super::secret::process_env)?;
+        tracing::info!(destination = "loggly", endpoint = %config.shown(), "sending");
+        Loggly::new(config, tls, hostname)
+    }
+
     pub fn new(config: LogglyConfig, tls: &TlsOptions, hostname: &str) -> Result<Loggly> {
         let inner = match config.transport {
             Transport::Bulk(ref base) => Inner::Bulk(Bulk {

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Benchmark of journal-fanout's destinations: events/s, CPU seconds and peak RSS shipping N
+# events (JSON lines on --src stdin, so the journal reader is not what is measured) to
+#   stdout (the floor), loggly and logdna (local contract receivers, examples/bench_receiver.rs,
+#   which check every request as the tests do), cloudwatchlogs (moto_server), and all three
+#   remote destinations at once.
+# Each configuration runs RUNS times; the median (by wall time) is reported as a markdown table.
+#
+#   journal-fanout/bench/sinks.sh            # N=100000 RUNS=3
+#   N=200000 RUNS=5 journal-fanout/bench/sinks.sh
+#
+# Needs: /usr/bin/time (package `time`), python3, moto_server in /opt/logsuite-venv (or $VENV).
+set -euo pipefail
+
+N=${N:-100000}
+RUNS=${RUNS:-3}
+VENV=${VENV:-/opt/logsuite-venv}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d /tmp/jf-sinks-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in /usr/bin/time python3 "$VENV/bin/moto_server"; do
+    [ -x "$tool" ] || command -v "$tool" >/dev/null || { echo "missing $tool (see the header of $0)" >&2; exit 1; }
+done
+
+cd "$ROOT"
+cargo build --release -q -p journal-fanout --bin journal-fanout --example bench_receiver
+FANOUT=$ROOT/target/release/journal-fanout
+RECEIVER=$ROOT/target/release/examples/bench_receiver
+
+# N events over 4 groups x 10 streams, ~200 bytes of message and a few data fields each.
+python3 - "$N" >"$WORK/events.jsonl" <<'EOF'
+import json, sys, datetime
+n = int(sys.argv[1])
+t0 = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=30)
+for i in range(n):
+    t = (t0 + datetime.timedelta(microseconds=10 * i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ev = {"level": "INFO", "time": t, "info": {"host": "bench", "pid": 4242},
+          "data": {"n": i, "path": "/api/v1/items", "status": 200},
+          "message": f"n={i:08d} GET /api/v1/items?page={i % 100} 200 " + "x" * 150}
+    print(json.dumps({"group": f"svc-{i % 4}", "stream": f"task-{i % 10}", "event": ev}))
+EOF
+
+TOKEN=benchtoken-0123456789
+DNAKEY=benchkey0123456789
+
+start_receiver() { # api token -> URL in $WORK/rx-API.url; the receiver exits after N events
+    local out="$WORK/rx-$1.url"
+    rm -f "$out"
+    "$RECEIVER" "$1" "$2" "$N" >"$out" 2>"$WORK/rx-$1.log" &
+    PIDS+=($!)
+    echo $! >"$WORK/rx-$1.pid"
+    for _ in $(seq 200); do [ -s "$out" ] && break; sleep 0.05; done
+}
+
+start_moto() { # -> endpoint in $WORK/moto.url
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+    PIDS+=($!)
+    echo $! >"$WORK/moto.pid"
+    for _ in $(seq 300); do
+        python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null && break
+        sleep 0.1
+    done
+    echo "http://127.0.0.1:$port" >"$WORK/moto.url"
+}
+
+run_once() { # dst -> appends "wall user sys maxrss_kb" to $WORK/results
+    local dst=$1 env=()
+    if [[ $dst == *loggly* ]]; then
+        start_receiver loggly $TOKEN
+        env+=(LOGGLY_TOKEN=$TOKEN LOGGLY_URL=$(cat "$WORK/rx-loggly.url"))
+    fi
+    if [[ $dst == *logdna* ]]; then
+        start_receiver logdna $DNAKEY
+        env+=(LOGDNA_TOKEN=$DNAKEY LOGDNA_URL=$(cat "$WORK/rx-logdna.url"))
+    fi
+    if [[ $dst == *cloudwatchlogs* ]]; then
+        start_moto
+        env+=(AWS_ENDPOINT_URL=$(cat "$WORK/moto.url") AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1)
+    fi
+    env "${env[@]}" /usr/bin/time -o "$WORK/time" -f '%e %U %S %M' \
+        "$FANOUT" --src stdin --dst "$dst" --state-dir "$WORK/state" <"$WORK/events.jsonl" >/dev/null 2>"$WORK/fanout.log" \
+        || { echo "journal-fanout --dst $dst failed:" >&2; tail -20 "$WORK/fanout.log" >&2; exit 1; }
+    for api in loggly logdna; do
+        if [ -f "$WORK/rx-$api.pid" ]; then
+            local pid; pid=$(cat "$WORK/rx-$api.pid")
+            # The fanout exited after every destination acknowledged everything, so the
+            # receiver has its N events and exits by itself.
+            wait "$pid" || { echo "receiver $api failed:" >&2; cat "$WORK/rx-$api.log" >&2; exit 1; }
+            rm -f "$WORK/rx-$api.pid"
+        fi
+    done
+    if [ -f "$WORK/moto.pid" ]; then kill "$(cat "$WORK/moto.pid")"; wait "$(cat "$WORK/moto.pid")" 2>/dev/null || true; rm -f "$WORK/moto.pid"; fi
+    if grep -q -e "$TOKEN" -e "$DNAKEY" "$WORK/fanout.log"; then echo "token leaked into stderr" >&2; exit 1; fi
+    cat "$WORK/time" >>"$WORK/results"
+}
+
+echo "## journal-fanout destinations: loggly, logdna, cloudwatchlogs ($(date -u +%F))"
+echo
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)."
+echo "Command: \`N=$N RUNS=$RUNS journal-fanout/bench/sinks.sh\` — $N events (~330 bytes of JSON each, 4 groups x 10 streams)"
+echo "from \`--src stdin\`, median of $RUNS runs by wall time; CPU = user+sys of journal-fanout alone; receivers"
+echo "are local processes that check every request against the documented API."
+echo
+echo "| --dst | events/s | wall s | CPU s | CPU s per 100k events | peak RSS MB |"
+echo "|---|---:|---:|---:|---:|---:|"
+for dst in stdout loggly logdna cloudwatchlogs loggly,logdna loggly,logdna,cloudwatchlogs; do
+    rm -rf "$WORK/state"
+    : >"$WORK/results"
+    for _ in $(seq "$RUNS"); do run_once "$dst"; done
+    median=$(sort -n "$WORK/results" | sed -n "$(( (RUNS + 1) / 2 ))p")
+    read -r wall user sys rss <<<"$median"
+    python3 - "$dst" "$N" "$wall" "$user" "$sys" "$rss" <<'EOF'
+import sys
+dst, n, wall, user, sys_, rss = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:])
+cpu = user + sys_
+print(f"| {dst} | {n / max(wall, 0.001):,.0f} | {wall:.2f} | {cpu:.2f} | {cpu * 100000 / n:.2f} | {rss / 1024:.1f} |")
+EOF
+done
