@@ -30,8 +30,9 @@ done
 
 cd "$ROOT"
 cargo build --release -q -p journal-fanout --bin journal-fanout --example bench_receiver
-FANOUT=$ROOT/target/release/journal-fanout
-RECEIVER=$ROOT/target/release/examples/bench_receiver
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+FANOUT=$TARGET/release/journal-fanout
+RECEIVER=$TARGET/release/examples/bench_receiver
 
 # N events over 4 groups x 10 streams, ~200 bytes of message and a few data fields each.
 python3 - "$N" >"$WORK/events.jsonl" <<'EOF'

@@ -123,6 +123,11 @@ impl Logdna {
     }
 
     pub fn new(config: LogdnaConfig, tls: &TlsOptions, hostname: &str) -> Result<Logdna> {
+        // The ingest API refuses every request without a hostname (400), which would look
+        // like every event being poisoned.
+        if hostname.trim().is_empty() {
+            bail!("the logdna destination needs this machine's host name: set --hostname");
+        }
         let inner = match config.transport {
             Transport::Ingest(ref base) => Inner::Ingest(Ingest {
                 http: Http::new("logdna", tls)?,
