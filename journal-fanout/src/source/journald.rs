@@ -16,8 +16,14 @@ use super::{Loss, Read, Source};
 use crate::config::{EventRules, JournalLocation, StartAt};
 use crate::event::{self, JournalEntry};
 
+/// Reopen the journal after this many entries (at a batch boundary). libsystemd keeps the
+/// journal files it has read mapped; reopening drops those mappings, which keeps the resident
+/// memory small while catching up through a large journal.
+const REOPEN_EVERY: u64 = 10_000;
+
 pub struct JournaldSource {
     journal: Journal,
+    location: JournalLocation,
     rules: EventRules,
     /// The resume landed on an entry that has not been read yet.
     current_unread: bool,
@@ -25,6 +31,7 @@ pub struct JournaldSource {
     read_since_cursor: u64,
     last_position: Option<Position>,
     loss: Option<Loss>,
+    read_since_open: u64,
 }
 
 impl JournaldSource {
@@ -35,34 +42,30 @@ impl JournaldSource {
         cursor: Option<&str>,
         from: StartAt,
     ) -> anyhow::Result<JournaldSource> {
-        let mut journal = match location {
-            JournalLocation::System => OpenOptions::default().local_only(false).open().context(
-                "cannot open the system journal (run as root or in group systemd-journal)",
-            )?,
-            JournalLocation::Namespace(ns) => OpenOptions::default()
-                .open_namespace(ns.as_str())
-                .with_context(|| format!("cannot open journal namespace {ns:?}"))?,
-            JournalLocation::Directory(dir) => OpenDirectoryOptions::default()
-                .open_directory(dir.as_os_str().to_string_lossy().as_ref())
-                .with_context(|| format!("cannot open the journal directory {}", dir.display()))?,
-        };
-        // Fields over 64 KiB would otherwise be cut silently (protocols.md §4.8).
-        journal
-            .set_data_threshold(0)
-            .context("cannot lift the journal data threshold")?;
+        let journal = open(location)?;
         let mut src = JournaldSource {
             journal,
+            location: location.clone(),
             rules,
             current_unread: false,
             read_since_cursor: 0,
             last_position: None,
             loss: None,
+            read_since_open: 0,
         };
         match cursor {
             Some(c) => src.resume(c)?,
             None => src.start(from)?,
         }
         Ok(src)
+    }
+
+    /// Reopen the journal and continue after `cursor` (the entry just read).
+    fn reopen(&mut self, cursor: &str) -> anyhow::Result<()> {
+        self.journal = open(&self.location)?;
+        self.current_unread = false;
+        self.read_since_open = 0;
+        self.resume(cursor)
     }
 
     fn start(&mut self, from: StartAt) -> anyhow::Result<()> {
@@ -137,6 +140,7 @@ impl JournaldSource {
 
     fn read_current(&mut self) -> anyhow::Result<Read> {
         self.read_since_cursor += 1;
+        self.read_since_open += 1;
         let mut e = JournalEntry {
             realtime_usec: self.journal.timestamp_usec().unwrap_or(0),
             ..JournalEntry::default()
@@ -239,12 +243,36 @@ impl Source for JournaldSource {
         if here.is_some() {
             self.last_position = here;
         }
+        if self.read_since_open >= REOPEN_EVERY {
+            self.reopen(&cursor)?;
+        }
         Ok(Some(cursor))
     }
 
     fn take_loss(&mut self) -> Option<Loss> {
         self.loss.take()
     }
+}
+
+/// Open the journal at `location` for reading whole fields.
+fn open(location: &JournalLocation) -> anyhow::Result<Journal> {
+    let mut journal = match location {
+        JournalLocation::System => OpenOptions::default()
+            .local_only(false)
+            .open()
+            .context("cannot open the system journal (run as root or in group systemd-journal)")?,
+        JournalLocation::Namespace(ns) => OpenOptions::default()
+            .open_namespace(ns.as_str())
+            .with_context(|| format!("cannot open journal namespace {ns:?}"))?,
+        JournalLocation::Directory(dir) => OpenDirectoryOptions::default()
+            .open_directory(dir.as_os_str().to_string_lossy().as_ref())
+            .with_context(|| format!("cannot open the journal directory {}", dir.display()))?,
+    };
+    // Fields over 64 KiB would otherwise be cut silently (protocols.md §4.8).
+    journal
+        .set_data_threshold(0)
+        .context("cannot lift the journal data threshold")?;
+    Ok(journal)
 }
 
 /// The parts of a cursor string used to measure gaps (`s=`, `i=`, `t=`; protocols.md §4.7).

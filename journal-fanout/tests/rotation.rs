@@ -1,0 +1,145 @@
+//! A saved cursor whose entry journald vacuumed away: reading resumes at the oldest entry
+//! left, the loss is counted (metrics, stderr) and noticed in the stream itself.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{container_line, write_entries, Fanout};
+use serde_json::Value;
+use testkit::{free_port, wait_until, Journald};
+
+fn fanout(j: &Journald, state: &std::path::Path, metrics_port: u16) -> Fanout {
+    Fanout::start(
+        &[
+            "--journal-namespace",
+            j.namespace(),
+            "--dst",
+            "stdout",
+            "--from",
+            "head",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--flush-timeout",
+            "200ms",
+            "--metrics-address",
+            &format!("127.0.0.1:{metrics_port}"),
+        ],
+        &[],
+    )
+}
+
+fn metrics(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    let prefix = format!("journal_fanout_{name}{{destination=\"stdout\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn vacuumed_cursor_resumes_at_oldest_entry_and_notices_the_loss() {
+    let j = Journald::start_with_config("RuntimeMaxFileSize=512K\nRuntimeMaxUse=2M\n");
+    let state = tempfile::tempdir().unwrap();
+    write_entries(
+        j.socket(),
+        (0..100).map(|i| container_line("rot", "early", &format!("early-{i}"))),
+    );
+    let port = free_port();
+    let mut f = fanout(&j, state.path(), port);
+    wait_until(Duration::from_secs(60), "the early lines on stdout", || {
+        (f.stdout_lines().len() >= 100).then_some(())
+    });
+    // Metrics count what was delivered.
+    let text = wait_until(Duration::from_secs(10), "metrics", || metrics(port));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(metric(&text, "events_delivered_total"), Some(100), "{text}");
+    assert!(f.terminate().success());
+
+    // While journal-fanout is stopped, journald rotates and vacuums the early entries away.
+    let pad = "p".repeat(400);
+    let mut next = 0usize;
+    wait_until(
+        Duration::from_secs(120),
+        "journald to vacuum the early entries",
+        || {
+            write_entries(
+                j.socket(),
+                (next..next + 2_000)
+                    .map(|i| container_line("rot", "filler", &format!("filler-{i} {pad}"))),
+            );
+            next += 2_000;
+            j.sync();
+            let gone = j.entries_matching(&["MESSAGE=early-99"]).is_empty();
+            // Also make sure the first fillers went with them, so there is a real gap.
+            let first_gone = j
+                .entries_matching(&["CONTAINER_NAME=filler"])
+                .first()
+                .is_some_and(|e| {
+                    testkit::field(e, "MESSAGE").is_some_and(|m| !m.starts_with("filler-0 "))
+                });
+            (gone && first_gone).then_some(())
+        },
+    );
+    let remaining = j.entries_matching(&["CONTAINER_NAME=filler"]);
+    let oldest = testkit::field(&remaining[0], "MESSAGE").unwrap();
+
+    let port = free_port();
+    let mut f = fanout(&j, state.path(), port);
+    let lines: Vec<Value> = wait_until(Duration::from_secs(60), "the remaining lines", || {
+        let l = f.stdout_lines();
+        (l.len() > remaining.len()).then_some(l)
+    })
+    .iter()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let text = wait_until(Duration::from_secs(10), "metrics", || metrics(port));
+    assert!(f.terminate().success());
+
+    let notice = &lines[0];
+    let msg = notice["event"]["message"].as_str().unwrap();
+    assert_eq!(notice["group"], "rot");
+    assert_eq!(notice["stream"], "filler");
+    assert_eq!(notice["event"]["data"]["journal_fanout_notice"], true);
+    assert!(
+        msg.starts_with("journal-fanout: ")
+            && msg.contains(" events between ")
+            && msg.contains("could not be delivered: the journal rotated or vacuumed them away"),
+        "{msg}"
+    );
+    let n: u64 = msg
+        .strip_prefix("journal-fanout: ")
+        .and_then(|m| m.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count in {msg}"));
+    assert!(n > 0);
+    // Then the oldest entry left, and everything after it, once and in order.
+    assert_eq!(lines[1]["event"]["message"], oldest.as_str());
+    let got: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l["event"]["message"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = remaining
+        .iter()
+        .map(|e| testkit::field(e, "MESSAGE").unwrap())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(metric(&text, "entries_lost_total"), Some(n), "{text}");
+    assert!(
+        f.stderr_text().contains("rotated or vacuumed away"),
+        "{}",
+        f.stderr_text()
+    );
+}
