@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the suite's tests, demo and benchmarks run against, on Debian 12 as root:
+# journald (systemd), Docker (docker.io) with busybox-static for a local image, libsystemd
+# for journal-fanout, rsyslog/hyperfine/time for benchmarks, and a Python venv with the
+# CloudWatch Logs emulator (moto) and the peer CLIs (awslogs, awscli).
+# Idempotent: a second run only checks.
+set -euo pipefail
+
+VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
+PKGS=(docker.io busybox-static libsystemd-dev pkg-config systemd rsyslog hyperfine time python3-venv python3-pip openssl curl ca-certificates)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$VENV/bin/moto_server" ] || [ ! -x "$VENV/bin/awslogs" ] || [ ! -x "$VENV/bin/aws" ]; then
+  echo "==> Python venv $VENV with moto[server], awslogs, awscli"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q 'moto[server]' awslogs awscli
+fi
+
+# A Docker engine for the tests (they also start one on demand): vfs storage, no networking,
+# because this kind of machine has no overlayfs or iptables for it.
+if ! docker info >/dev/null 2>&1; then
+  echo "==> starting dockerd"
+  nohup dockerd --storage-driver vfs --iptables=false --bridge=none >/tmp/logsuite-dockerd.log 2>&1 &
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/logsuite-dockerd.log" >&2; exit 1; }
+fi
+if ! docker image inspect busybox:local >/dev/null 2>&1; then
+  echo "==> importing busybox:local from busybox-static"
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" && cp /bin/busybox "$root/bin/"
+  for a in sh echo sleep seq cat printf yes head dd true false ls tr awk xargs env; do ln -s busybox "$root/bin/$a"; done
+  tar -C "$root" -c . | docker import - busybox:local >/dev/null
+  rm -rf "$root"
+fi
+echo "==> dependencies ready"
