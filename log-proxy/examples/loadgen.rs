@@ -56,6 +56,13 @@ struct SendArgs {
     /// Stop after this many lines.
     #[arg(long)]
     count: Option<u64>,
+    /// Number the containers from this index (a fresh set of IDs for a fresh limiter state).
+    #[arg(long, default_value_t = 0)]
+    first_container: u32,
+    /// Send this many lines of one container before moving to the next (one process
+    /// relaying several containers one after another, like dockerd).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    block: u64,
     /// Lines per second (default: as fast as the receiver takes them).
     #[arg(long)]
     rate: Option<f64>,
@@ -139,7 +146,7 @@ fn send(a: &SendArgs, journal: bool) -> anyhow::Result<()> {
     if a.duration.is_none() && a.count.is_none() {
         bail!("give --duration SECONDS or --count LINES");
     }
-    let lines: Vec<Vec<u8>> = (0..a.containers)
+    let lines: Vec<Vec<u8>> = (a.first_container..a.first_container + a.containers)
         .map(|i| {
             let id = container_id(i);
             let line = syslog_line(&id, a.format);
@@ -189,9 +196,11 @@ fn send(a: &SendArgs, journal: bool) -> anyhow::Result<()> {
                 });
             }
             sent += 1;
-            i += 1;
-            if i == lines.len() {
-                i = 0;
+            if sent % a.block == 0 {
+                i += 1;
+                if i == lines.len() {
+                    i = 0;
+                }
             }
         }
         if STOP.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
