@@ -196,7 +196,7 @@ fn send(a: &SendArgs, journal: bool) -> anyhow::Result<()> {
                 });
             }
             sent += 1;
-            if sent % a.block == 0 {
+            if sent.is_multiple_of(a.block) {
                 i += 1;
                 if i == lines.len() {
                     i = 0;
