@@ -80,6 +80,7 @@ hyperfine -N --warmup 20 --runs 200 --export-json "$tmp/help.json" \
   -n "cwlogs --help" "$bin --help" --output=null >&2
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 "$venv/bin/python" - "$tmp" "$out" <<PY
 import json, statistics, sys, os
 tmp, out = sys.argv[1], sys.argv[2]
@@ -95,7 +96,8 @@ lines = [
     "Fetch $EVENTS ecs-logs JSON events ($STREAMS streams, one log group, spread over 110 minutes) from",
     "moto_server on loopback to /dev/null, same window for every tool; and \`cwlogs --help\` start-up.",
     "",
-    "- Machine: $(nproc) cores, ${cpu}, $(uname -sr); moto_server shares the cores.",
+    "- Machine: $(nproc) cores, ${cpu}, $(uname -sr); moto_server shares the cores;",
+    "  load average at the end of the run: ${load} (other work on the machine adds noise).",
     "- Command: \`cwlogs/bench/run.sh\` (EVENTS=$EVENTS STREAMS=$STREAMS RUNS=$RUNS PEER_RUNS=$PEER_RUNS); seeding took about ${seed_s} s.",
     "- Every tool was checked to return all $EVENTS events before timing.",
     "",

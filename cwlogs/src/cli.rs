@@ -120,6 +120,10 @@ pub struct FetchArgs {
         value_name = "PATTERN"
     )]
     pub grep: Option<String>,
+    /// With --follow: how far behind the newest event each poll re-reads, to catch events
+    /// that reach CloudWatch late (e.g. 30s, 2m)
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lookback: std::time::Duration,
     /// Time slices fetched in parallel for a bounded window
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
     pub parallel: u16,

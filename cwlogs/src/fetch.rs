@@ -36,9 +36,6 @@ const SLICES_PER_LANE: usize = 2;
 const MAX_EVENT_AGE_MS: i64 = 14 * 86_400_000;
 /// Follow mode: pause between polls (FilterLogEvents has a low per-account quota).
 const POLL_EVERY: Duration = Duration::from_secs(2);
-/// Follow mode: each poll re-reads this far behind the newest event seen, to catch
-/// events that reach CloudWatch late; the id set keeps them from printing twice.
-const FOLLOW_LOOKBACK_MS: i64 = 60_000;
 /// Write to stdout in chunks about this big.
 const FLUSH_BYTES: usize = 64 * 1024;
 
@@ -86,7 +83,8 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
 
     // Resolve every service first: a typo fails fast, with suggestions.
     let mut resolved = Vec::new();
-    for name in &args.services {
+    let mut named = std::collections::HashSet::new();
+    for name in args.services.iter().filter(|n| named.insert(n.as_str())) {
         resolved.push(groups::resolve(&client, name).await?);
     }
     let earliest = resolved
@@ -138,18 +136,14 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
     progress.finish();
 
     if args.follow {
-        return follow(
-            &client,
-            &resolved,
+        let poll = Poll {
+            since: start,
+            lookback_ms: args.lookback.as_millis().min(i64::MAX as u128) as i64,
             task,
-            args.max_streams,
-            start,
-            pattern.as_deref(),
-            &fmt,
-            &mut out,
-            seen,
-        )
-        .await;
+            max_streams: args.max_streams,
+            pattern: pattern.as_deref(),
+        };
+        return follow(&client, &resolved, &poll, &fmt, &mut out, seen).await;
     }
     if printed == 0 {
         let what = match &pattern {
@@ -380,7 +374,7 @@ fn slices(w: Window, n: usize) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// Event ids already printed (follow mode), with their timestamps for pruning.
+/// Events already printed (follow mode), with their timestamps for pruning.
 #[derive(Default)]
 struct Seen {
     /// Off for a plain fetch: slices are disjoint, nothing can repeat, no need to remember.
@@ -397,15 +391,26 @@ impl Seen {
         }
     }
 
-    /// True the first time an id is offered.
+    /// Event ids are unique within a group; the stream is added so a key never depends on
+    /// how an emulator numbers them.
+    fn key(e: &RawEvent) -> String {
+        format!("{}\0{}\0{}", e.group, e.stream, e.id)
+    }
+
+    fn contains(&self, e: &RawEvent) -> bool {
+        self.ids.contains_key(&Seen::key(e))
+    }
+
+    /// True the first time an event is offered.
     fn first(&mut self, e: &RawEvent) -> bool {
         if self.off {
             return true;
         }
-        if self.ids.contains_key(&e.id) {
+        let key = Seen::key(e);
+        if self.ids.contains_key(&key) {
             return false;
         }
-        self.ids.insert(e.id.clone(), e.timestamp);
+        self.ids.insert(key, e.timestamp);
         self.newest = Some(self.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
         true
     }
@@ -480,15 +485,22 @@ async fn print_window(
     Ok(printed)
 }
 
+/// What each follow-mode poll asks for.
+struct Poll<'a> {
+    since: i64,
+    /// Each poll re-reads this far behind the newest event seen, to catch events that
+    /// reach CloudWatch late; the id set keeps them from printing twice.
+    lookback_ms: i64,
+    task: Option<&'a str>,
+    max_streams: usize,
+    pattern: Option<&'a str>,
+}
+
 /// Poll for new events until interrupted, printing each event once.
-#[allow(clippy::too_many_arguments)]
 async fn follow(
     client: &Client,
     resolved: &[groups::Group],
-    task: Option<&str>,
-    max_streams: usize,
-    since: i64,
-    pattern: Option<&str>,
+    poll: &Poll<'_>,
     fmt: &Formatter,
     out: &mut Out,
     mut seen: Seen,
@@ -497,17 +509,17 @@ async fn follow(
     loop {
         tokio::time::sleep(POLL_EVERY).await;
         let now = time::now_ms();
-        let from = since.max(newest.min(now) - FOLLOW_LOOKBACK_MS);
+        let from = poll.since.max(newest.min(now) - poll.lookback_ms);
         let w = Window {
             start: from,
             end: now,
         };
         let mut batch = Vec::new();
         for g in resolved {
-            for src in sources_for(client, &g.name, task, w, max_streams, true).await? {
-                let mut pager = Pager::new(client, &src, from, None, pattern);
+            for src in sources_for(client, &g.name, poll.task, w, poll.max_streams, true).await? {
+                let mut pager = Pager::new(client, &src, from, None, poll.pattern);
                 while let Some(page) = pager.next().await? {
-                    batch.extend(page.into_iter().filter(|e| !seen.ids.contains_key(&e.id)));
+                    batch.extend(page.into_iter().filter(|e| !seen.contains(e)));
                 }
             }
         }

@@ -557,16 +557,29 @@ fn follow_prints_new_events_once_and_ctrl_c_exits_cleanly() {
         .spawn()
         .unwrap();
     let mut lines = Lines::new(child.stdout.take().unwrap());
+    // A second follower, of one task only.
+    let mut task_b = cw
+        .cmd(&["fetch", "live", "-f", "-t", "task-b", "-o", "{{message}}"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines_b = Lines::new(task_b.stdout.take().unwrap());
     lines.wait_for("first-2", Duration::from_secs(30));
 
     let t = now_ms();
     cw.put("live", "task-b", &[(t, "second-1".into())]);
     cw.put("live", "task-a", &[(t + 1, "second-2".into())]);
     lines.wait_for("second-2", Duration::from_secs(30));
-    // One more round: every poll re-reads the last minute, so by the time this shows up
+    // One more round: every poll re-reads the lookback (30s), so by the time this shows up
     // the earlier events have been offered again — and must not print again.
     cw.put("live", "task-b", &[(now_ms(), "third".into())]);
     lines.wait_for("third", Duration::from_secs(30));
+    lines_b.wait_for("third", Duration::from_secs(30));
+
+    assert!(interrupt(&mut task_b).success());
+    lines_b.drain();
+    assert_eq!(lines_b.seen, ["second-1", "third"]);
 
     let status = interrupt(&mut child);
     lines.drain();
