@@ -2,24 +2,36 @@
 # Benchmark of journal-fanout's destinations: events/s, CPU seconds and peak RSS shipping N
 # events (JSON lines on --src stdin, so the journal reader is not what is measured) to
 #   stdout (the floor), loggly and logdna (local contract receivers, examples/bench_receiver.rs,
-#   which check every request as the tests do), cloudwatchlogs (moto_server), and all three
+#   which check every request as the tests do and count what arrives), cloudwatchlogs
+#   (moto_server), and all three
 #   remote destinations at once.
 # Each configuration runs RUNS times; the median (by wall time) is reported as a markdown table.
 #
-#   journal-fanout/bench/sinks.sh            # N=100000 RUNS=3
-#   N=200000 RUNS=5 journal-fanout/bench/sinks.sh
+#   journal-fanout/bench/sinks.sh                 # N=100000 RUNS=3 SRC=stdin
+#   SRC=journald journal-fanout/bench/sinks.sh    # from a private journald namespace (root):
+#                                                 # one journal reader per destination, as deployed
 #
-# Needs: /usr/bin/time (package `time`), python3, moto_server in /opt/logsuite-venv (or $VENV).
+# With SRC=stdin journal-fanout exits at end of input once every destination acknowledged
+# everything; with SRC=journald it follows the journal, so a run ends when /metrics shows that
+# every destination delivered N events (then SIGTERM).
+#
+# Needs: /usr/bin/time (package `time`), python3, curl, moto_server in /opt/logsuite-venv (or $VENV).
 set -euo pipefail
 
 N=${N:-100000}
 RUNS=${RUNS:-3}
+SRC=${SRC:-stdin}
+NS=jfsinks$$
 VENV=${VENV:-/opt/logsuite-venv}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/jf-sinks-bench.XXXXXX)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    if [ "$SRC" = journald ]; then
+        rm -f "/etc/systemd/journald@$NS.conf"
+        rm -rf "/run/log/journal/$(cat /etc/machine-id).$NS" "/run/systemd/journal.$NS"
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -47,13 +59,39 @@ for i in range(n):
     print(json.dumps({"group": f"svc-{i % 4}", "stream": f"task-{i % 10}", "event": ev}))
 EOF
 
+if [ "$SRC" = journald ]; then
+    # The same events as journal entries in a private namespace (volatile, no rate limit).
+    printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nRuntimeMaxUse=4G\nRuntimeMaxFileSize=512M\n' \
+        >"/etc/systemd/journald@$NS.conf"
+    /lib/systemd/systemd-journald "$NS" >/dev/null 2>&1 &
+    PIDS+=($!)
+    SOCK=/run/systemd/journal.$NS/socket
+    for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+    python3 - "$SOCK" "$WORK/events.jsonl" <<'EOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for line in open(sys.argv[2]):
+    r = json.loads(line)
+    s.sendto(("MESSAGE=%s\nPRIORITY=6\nCONTAINER_TAG=%s\nCONTAINER_NAME=%s\nSYSLOG_IDENTIFIER=jfsinks\n"
+              % (r["event"]["message"], r["group"], r["stream"])).encode(), sys.argv[1])
+EOF
+    journalctl --namespace="$NS" --sync
+    have=$(journalctl --namespace="$NS" -o cat SYSLOG_IDENTIFIER=jfsinks | wc -l)
+    [ "$have" -ge "$N" ] || { echo "journald stored only $have of $N entries" >&2; exit 1; }
+fi
+
+delivered() { # port destination -> events_delivered_total
+    curl -s "http://127.0.0.1:$1/metrics" 2>/dev/null |
+        awk -v k="journal_fanout_events_delivered_total{destination=\"$2\"}" '$1 == k { print $2 }'
+}
+
 TOKEN=benchtoken-0123456789
 DNAKEY=benchkey0123456789
 
-start_receiver() { # api token -> URL in $WORK/rx-API.url; the receiver exits after N events
+start_receiver() { # api token -> URL in $WORK/rx-API.url, events counted in $WORK/rx-API.count
     local out="$WORK/rx-$1.url"
-    rm -f "$out"
-    "$RECEIVER" "$1" "$2" "$N" >"$out" 2>"$WORK/rx-$1.log" &
+    rm -f "$out" "$WORK/rx-$1.count"
+    "$RECEIVER" "$1" "$2" "$WORK/rx-$1.count" >"$out" 2>"$WORK/rx-$1.log" &
     PIDS+=($!)
     echo $! >"$WORK/rx-$1.pid"
     for _ in $(seq 200); do [ -s "$out" ] && break; sleep 0.05; done
@@ -86,15 +124,43 @@ run_once() { # dst -> appends "wall user sys maxrss_kb" to $WORK/results
         start_moto
         env+=(AWS_ENDPOINT_URL=$(cat "$WORK/moto.url") AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1)
     fi
-    env "${env[@]}" /usr/bin/time -o "$WORK/time" -f '%e %U %S %M' \
-        "$FANOUT" --src stdin --dst "$dst" --state-dir "$WORK/state" <"$WORK/events.jsonl" >/dev/null 2>"$WORK/fanout.log" \
-        || { echo "journal-fanout --dst $dst failed:" >&2; tail -20 "$WORK/fanout.log" >&2; exit 1; }
+    if [ "$SRC" = stdin ]; then
+        env "${env[@]}" /usr/bin/time -o "$WORK/time" -f '%e %U %S %M' \
+            "$FANOUT" --src stdin --dst "$dst" --state-dir "$WORK/state" <"$WORK/events.jsonl" >/dev/null 2>"$WORK/fanout.log" \
+            || { echo "journal-fanout --dst $dst failed:" >&2; tail -20 "$WORK/fanout.log" >&2; exit 1; }
+    else
+        local port start end pid user sys rss
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        rm -rf "$WORK/state"
+        start=$(date +%s.%N)
+        env "${env[@]}" /usr/bin/time -o "$WORK/time" -f '%e %U %S %M' \
+            "$FANOUT" --journal-namespace "$NS" --from head --dst "$dst" --state-dir "$WORK/state" \
+            --flush-timeout 100ms --metrics-address "127.0.0.1:$port" >/dev/null 2>"$WORK/fanout.log" &
+        pid=$!
+        while :; do
+            local all=1 d
+            for d in ${dst//,/ }; do
+                [ "$(delivered "$port" "$d")" -ge "$N" ] 2>/dev/null || all=0
+            done
+            [ $all = 1 ] && break
+            kill -0 $pid 2>/dev/null || { echo "journal-fanout exited:" >&2; tail -20 "$WORK/fanout.log" >&2; exit 1; }
+            sleep 0.02
+        done
+        end=$(date +%s.%N)
+        kill -TERM $pid
+        wait $pid || true
+        # Wall time up to the last acknowledgement, not including the shutdown.
+        read -r _ user sys rss <"$WORK/time"
+        echo "$(python3 -c "print(f'{$end - $start:.2f}')") $user $sys $rss" >"$WORK/time"
+    fi
     for api in loggly logdna; do
         if [ -f "$WORK/rx-$api.pid" ]; then
-            local pid; pid=$(cat "$WORK/rx-$api.pid")
-            # The fanout exited after every destination acknowledged everything, so the
-            # receiver has its N events and exits by itself.
-            wait "$pid" || { echo "receiver $api failed:" >&2; cat "$WORK/rx-$api.log" >&2; exit 1; }
+            local pid got; pid=$(cat "$WORK/rx-$api.pid")
+            # Every destination acknowledged everything, so the receiver has its N events.
+            kill -0 "$pid" 2>/dev/null || { echo "receiver $api failed:" >&2; cat "$WORK/rx-$api.log" >&2; exit 1; }
+            kill "$pid"; wait "$pid" 2>/dev/null || true
+            got=$(cat "$WORK/rx-$api.count" 2>/dev/null || echo 0)
+            [ "$got" -ge "$N" ] || { echo "receiver $api got $got of $N events" >&2; exit 1; }
             rm -f "$WORK/rx-$api.pid"
         fi
     done
@@ -103,11 +169,11 @@ run_once() { # dst -> appends "wall user sys maxrss_kb" to $WORK/results
     cat "$WORK/time" >>"$WORK/results"
 }
 
-echo "## journal-fanout destinations: loggly, logdna, cloudwatchlogs ($(date -u +%F))"
+echo "## journal-fanout destinations: loggly, logdna, cloudwatchlogs, --src $SRC ($(date -u +%F))"
 echo
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)."
-echo "Command: \`N=$N RUNS=$RUNS journal-fanout/bench/sinks.sh\` — $N events (~330 bytes of JSON each, 4 groups x 10 streams)"
-echo "from \`--src stdin\`, median of $RUNS runs by wall time; CPU = user+sys of journal-fanout alone; receivers"
+echo "Command: \`SRC=$SRC N=$N RUNS=$RUNS journal-fanout/bench/sinks.sh\` — $N events (~330 bytes of JSON each, 4 groups x 10 streams)"
+echo "from \`--src $SRC\`, median of $RUNS runs by wall time; CPU = user+sys of journal-fanout alone; receivers"
 echo "are local processes that check every request against the documented API."
 echo
 echo "| --dst | events/s | wall s | CPU s | CPU s per 100k events | peak RSS MB |"
