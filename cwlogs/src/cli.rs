@@ -16,7 +16,7 @@ profile come from the usual AWS places (environment, ~/.aws/config, instance rol
 )]
 pub struct Cli {
     /// Colour output: auto = only on a terminal and never when NO_COLOR is set
-    #[arg(short = 'c', long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    #[arg(short = 'c', long, value_enum, default_value_t = ColorChoice::Auto, global = true, help_heading = "Global options")]
     pub color: ColorChoice,
 
     #[command(flatten)]
@@ -29,13 +29,18 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 pub struct AwsArgs {
     /// AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub region: Option<String>,
     /// Named profile from ~/.aws/config (default: AWS_PROFILE or "default")
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub profile: Option<String>,
     /// Endpoint URL, e.g. a local emulator (default: AWS_ENDPOINT_URL)
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
     pub endpoint_url: Option<String>,
 }
 
@@ -51,6 +56,7 @@ pub enum Command {
     /// List a service's log streams with activity in a time window, most recent first
     List(ListArgs),
     /// Fetch (and follow) the events of one or more services, interleaved in time order
+    #[command(after_help = FETCH_HELP)]
     Fetch(FetchArgs),
     /// List log groups (services), optionally those starting with PREFIX
     Groups {
@@ -61,6 +67,18 @@ pub enum Command {
     #[command(external_subcommand)]
     External(Vec<String>),
 }
+
+const FETCH_HELP: &str = "\
+Template fields: group stream id ingest_time creation_time level time info.host (and the rest
+of info) message data data_flat task_short time_short
+Helpers: red green yellow blue magenta cyan white uniquecolor colorlevel json
+Default: [ {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}} - {{message}}
+
+Examples:
+  cwlogs fetch api -t 0f5c3b2a -s 2h
+  cwlogs fetch api worker -f --grep ERROR
+  cwlogs fetch api --json | jq .message
+  cwlogs fetch api -o '{{time_short}} {{cyan info.host}} {{message}}'";
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
@@ -97,7 +115,7 @@ pub struct FetchArgs {
     /// End of the window (same forms as --since; not with --follow)
     #[arg(short = 'u', long, value_name = "T", conflicts_with = "follow")]
     pub until: Option<String>,
-    /// Handlebars template rendered per event (see `cwlogs fetch --help` and docs/cwlogs.md)
+    /// Handlebars template rendered per event (fields and helpers below)
     #[arg(short = 'o', long, value_name = "TEMPLATE", conflicts_with_all = ["raw", "json", "verbose"])]
     pub format: Option<String>,
     /// Add the event's data as key=value pairs and any info.errors

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         }
     });
     // Don't wait for in-flight requests on the way out.
+    output::erase_progress();
     let code = match result {
         Some(Ok(())) => 0,
         Some(Err(e)) if output::is_closed(&e) => 0,
@@ -74,7 +75,6 @@ fn main() -> ExitCode {
         }
         // Ctrl-C is how --follow ends, so that is success; elsewhere it is an interruption.
         None => {
-            erase_progress();
             if follow {
                 0
             } else {
@@ -83,13 +83,6 @@ fn main() -> ExitCode {
         }
     };
     std::process::exit(code)
-}
-
-fn erase_progress() {
-    use std::io::Write;
-    if std::io::stderr().is_terminal() {
-        let _ = std::io::stderr().write_all(b"\r\x1b[K");
-    }
 }
 
 /// `cwlogs SERVICE`: the old habit, answered with the command to type (or, for a typo of

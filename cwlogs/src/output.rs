@@ -4,6 +4,7 @@
 //! EPIPE becomes [`Closed`], which `main` turns into a silent exit 0.
 
 use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,16 @@ impl Out {
     }
 }
 
+/// Whether a progress line is on screen now, for [`erase_progress`] on the way out.
+static ON_SCREEN: AtomicBool = AtomicBool::new(false);
+
+/// Erase the progress line if one is showing (before an error message, or at exit).
+pub fn erase_progress() {
+    if ON_SCREEN.swap(false, Ordering::SeqCst) {
+        let _ = io::stderr().write_all(b"\r\x1b[K");
+    }
+}
+
 /// "N events fetched…" on stderr while a long fetch runs — only when stderr is a
 /// terminal, and when stdout is the same terminal only until the first event prints.
 #[derive(Clone)]
@@ -61,6 +72,8 @@ struct State {
     started: Instant,
     events: u64,
     shown: bool,
+    /// The count on screen, so an unchanged line is not redrawn.
+    drawn: Option<u64>,
     printed: bool,
     stdout_tty: bool,
     done: bool,
@@ -76,6 +89,7 @@ impl Progress {
                 started: Instant::now(),
                 events: 0,
                 shown: false,
+                drawn: None,
                 printed: false,
                 stdout_tty: io::stdout().is_terminal(),
                 done: false,
@@ -107,12 +121,15 @@ impl Progress {
                 }
                 if st.started.elapsed() < Duration::from_millis(500)
                     || (st.stdout_tty && st.printed)
+                    || (st.shown && st.drawn == Some(st.events))
                 {
                     continue;
                 }
+                st.drawn = Some(st.events);
                 let line = format!("\r\x1b[Kcwlogs: {} events fetched…", st.events);
                 let _ = io::stderr().write_all(line.as_bytes());
                 st.shown = true;
+                ON_SCREEN.store(true, Ordering::SeqCst);
             }
         });
     }
@@ -122,7 +139,7 @@ impl Progress {
             let mut st = s.lock().unwrap();
             st.printed = true;
             if st.stdout_tty && st.shown {
-                let _ = io::stderr().write_all(b"\r\x1b[K");
+                erase_progress();
                 st.shown = false;
             }
         }
@@ -134,7 +151,7 @@ impl Progress {
             let mut st = s.lock().unwrap();
             st.done = true;
             if st.shown {
-                let _ = io::stderr().write_all(b"\r\x1b[K");
+                erase_progress();
                 st.shown = false;
             }
         }
