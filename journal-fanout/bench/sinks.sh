@@ -10,6 +10,7 @@
 #   journal-fanout/bench/sinks.sh                 # N=100000 RUNS=3 SRC=stdin
 #   SRC=journald journal-fanout/bench/sinks.sh    # from a private journald namespace (root):
 #                                                 # one journal reader per destination, as deployed
+#   DSTS="loggly logdna" journal-fanout/bench/sinks.sh   # only these --dst values
 #
 # With SRC=stdin journal-fanout exits at end of input once every destination acknowledged
 # everything; with SRC=journald it follows the journal, so a run ends when /metrics shows that
@@ -147,7 +148,8 @@ run_once() { # dst -> appends "wall user sys maxrss_kb" to $WORK/results
             sleep 0.02
         done
         end=$(date +%s.%N)
-        kill -TERM $pid
+        # $pid is /usr/bin/time; SIGTERM goes to journal-fanout, its child.
+        kill -TERM "$(pgrep -P $pid)"
         wait $pid || true
         # Wall time up to the last acknowledgement, not including the shutdown.
         read -r _ user sys rss <"$WORK/time"
@@ -158,8 +160,13 @@ run_once() { # dst -> appends "wall user sys maxrss_kb" to $WORK/results
             local pid got; pid=$(cat "$WORK/rx-$api.pid")
             # Every destination acknowledged everything, so the receiver has its N events.
             kill -0 "$pid" 2>/dev/null || { echo "receiver $api failed:" >&2; cat "$WORK/rx-$api.log" >&2; exit 1; }
+            # Its count file trails the acknowledgements by a few milliseconds.
+            for _ in $(seq 500); do
+                got=$(cat "$WORK/rx-$api.count" 2>/dev/null || echo 0)
+                [ "$got" -ge "$N" ] && break
+                sleep 0.02
+            done
             kill "$pid"; wait "$pid" 2>/dev/null || true
-            got=$(cat "$WORK/rx-$api.count" 2>/dev/null || echo 0)
             [ "$got" -ge "$N" ] || { echo "receiver $api got $got of $N events" >&2; exit 1; }
             rm -f "$WORK/rx-$api.pid"
         fi
@@ -178,7 +185,7 @@ echo "are local processes that check every request against the documented API."
 echo
 echo "| --dst | events/s | wall s | CPU s | CPU s per 100k events | peak RSS MB |"
 echo "|---|---:|---:|---:|---:|---:|"
-for dst in stdout loggly logdna cloudwatchlogs loggly,logdna loggly,logdna,cloudwatchlogs; do
+for dst in ${DSTS:-stdout loggly logdna cloudwatchlogs loggly,logdna loggly,logdna,cloudwatchlogs}; do
     rm -rf "$WORK/state"
     : >"$WORK/results"
     for _ in $(seq "$RUNS"); do run_once "$dst"; done
