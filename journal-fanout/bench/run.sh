@@ -15,6 +15,7 @@ set -euo pipefail
 
 N=${1:-300000}
 RUNS=${2:-3}
+PATHS=${BENCH_PATHS:-"floor stdout cloudwatch"}   # which measurements to run
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${JOURNAL_FANOUT_BIN:-$ROOT/target/release/journal-fanout}
@@ -90,6 +91,10 @@ run_fanout() { # dst extra-env...
     kill -0 "$pid" 2>/dev/null || { echo "journal-fanout died:" >&2; cat "$WORK/stderr.txt" >&2; exit 1; }
     sleep 0.02
   done
+  if [ -n "${BENCH_SMAPS:-}" ] && [ -n "$fpid" ]; then  # where the resident memory is
+    awk '/^[0-9a-f]+-[0-9a-f]+ / {name=$6} /^Rss:/ {r[name]+=$2} END {for (n in r) if (r[n] > 500) print r[n] " kB " n}' \
+      "/proc/$fpid/smaps" | sort -rn | head -8 >&2
+  fi
   # time -v is our child; signal journal-fanout itself (time's child).
   pkill -TERM -P "$pid" || true
   wait "$pid" || true
@@ -114,6 +119,7 @@ run_journalctl() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 report() { # label, file with "rate cpu rss anon" lines
+  [ -s "$2" ] || return 0
   printf '| %s | %s | %s | %s | %s |\n' "$1" \
     "$(cut -d' ' -f1 "$2" | median)" "$(cut -d' ' -f2 "$2" | median)" \
     "$(( $(cut -d' ' -f3 "$2" | median) / 1024 ))" "$(( $(cut -d' ' -f4 "$2" | median) / 1024 ))"
@@ -121,19 +127,25 @@ report() { # label, file with "rate cpu rss anon" lines
 
 echo "journal: $N entries in namespace $NS; $RUNS runs each; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
 
-: > "$WORK/jctl"; for _ in $(seq "$RUNS"); do run_journalctl >> "$WORK/jctl"; done
-: > "$WORK/stdout"; for _ in $(seq "$RUNS"); do run_fanout stdout >> "$WORK/stdout"; done
+: > "$WORK/jctl"; : > "$WORK/stdout"; : > "$WORK/cw"
+if [[ " $PATHS " == *" floor "* ]]; then
+  for _ in $(seq "$RUNS"); do run_journalctl >> "$WORK/jctl"; done
+fi
+if [[ " $PATHS " == *" stdout "* ]]; then
+  for _ in $(seq "$RUNS"); do run_fanout stdout >> "$WORK/stdout"; done
+fi
+if [[ " $PATHS " == *" cloudwatch "* ]]; then
 
 MOTO_PORT=$(free_port)
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 &
 MOTO_PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MOTO_PORT/moto-api/" >/dev/null && break; sleep 0.2; done
-: > "$WORK/cw"
 for _ in $(seq "$RUNS"); do
   curl -s -X POST "http://127.0.0.1:$MOTO_PORT/moto-api/reset" >/dev/null
   run_fanout cloudwatchlogs AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=testing \
     AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true >> "$WORK/cw"
 done
+fi
 
 echo "| path | entries/s (median) | CPU s | peak RSS MiB (incl. mapped journal) | peak anon RSS MiB |"
 echo "|---|---|---|---|---|"

@@ -63,6 +63,14 @@ pub fn read_loop(
         if stop.load(Ordering::Relaxed) {
             return b.flush(src, outputs);
         }
+        if b.records.is_empty() && !b.slot_free {
+            // Start a batch only when its place in the queue is free: one batch being
+            // delivered, one being built — not a third one waiting, finished, in memory.
+            for (tx, _) in outputs {
+                let _ = futures::executor::block_on(tx.reserve());
+            }
+            b.slot_free = true;
+        }
         match src.read()? {
             Read::Record(r, size) => {
                 for (_, m) in outputs {
@@ -113,6 +121,8 @@ struct Builder {
     skipped: u64,
     /// A loss not yet written as a notice (it goes with the next records).
     loss: Option<Loss>,
+    /// The queue had room when this batch was started.
+    slot_free: bool,
 }
 
 impl Builder {
@@ -124,6 +134,7 @@ impl Builder {
             started: None,
             skipped: 0,
             loss: None,
+            slot_free: false,
         }
     }
 
@@ -166,6 +177,7 @@ impl Builder {
         self.bytes = 0;
         self.started = None;
         self.skipped = 0;
+        self.slot_free = false;
         if records.is_empty() && cursor.is_none() {
             return Ok(());
         }
