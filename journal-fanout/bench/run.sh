@@ -4,6 +4,8 @@
 # next to the floor `journalctl -o json --namespace NS > /dev/null` on the same journal.
 #
 # Usage: journal-fanout/bench/run.sh [ENTRIES] [RUNS]     (defaults: 300000 entries, 3 runs)
+#        BENCH_PATHS="floor stdout cloudwatch" selects measurements; BENCH_SMAPS=1 prints where
+#        journal-fanout's resident memory is at the end of each run.
 # Needs: root (private journald namespace), /usr/bin/time (apt-get install time),
 #        moto_server in /opt/logsuite-venv (or $LOGSUITE_VENV), a release build
 #        (`cargo build --release -p journal-fanout`; the script builds it if missing).

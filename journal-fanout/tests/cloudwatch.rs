@@ -220,3 +220,65 @@ fn the_checking_proxy_catches_what_moto_would_let_through() {
         r#"{"logGroupName":"g","logStreamName":"a:b","logEvents":[{"timestamp":0,"message":"a"}]}"#;
     assert!(common::check_put(bad_stream.as_bytes()).is_err());
 }
+
+#[test]
+fn events_the_service_refuses_are_counted_and_noticed_in_their_stream() {
+    let j = Journald::start();
+    let moto = Moto::start();
+    let proxy = CheckingProxy::start(moto.port());
+    let state = tempfile::tempdir().unwrap();
+    let group = testkit::unique_name("rejects");
+    // Events whose own time is 20 days old: CloudWatch stores none of them.
+    let old = chrono::Utc::now() - chrono::Duration::days(20);
+    let mut entries: Vec<_> = (0..3)
+        .map(|i| {
+            let t = ecs_event::format_time(&(old + chrono::Duration::seconds(i)));
+            container_line(
+                &group,
+                "s",
+                &format!(r#"{{"time":"{t}","message":"too-old-{i}"}}"#),
+            )
+        })
+        .collect();
+    entries.push(container_line(&group, "s", "m-0"));
+    write_entries(j.socket(), entries);
+    let mut f = fanout_cloudwatch(&j, state.path(), &proxy);
+    let events = wait_until(Duration::from_secs(60), "the notice in moto", || {
+        assert!(f.is_running(), "journal-fanout exited: {}", f.stderr_text());
+        let ev = moto_events(&moto.endpoint());
+        let msgs = all_messages(&ev);
+        (msgs.iter().any(|m| m == "m-0")
+            && msgs.iter().any(|m| m.contains("could not be delivered")))
+        .then_some(ev)
+    });
+    assert!(f.terminate().success());
+    let stream = &events[&(group.clone(), "s".to_string())];
+    let notice = stream
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("could not be delivered")
+        })
+        .unwrap();
+    let text = notice["message"].as_str().unwrap();
+    // moto reports the index of the last refused event where AWS reports the end of the
+    // range (protocols.md §5.6), so the count is 2 here and 3 against AWS.
+    assert!(
+        text.starts_with("journal-fanout: ") && text.contains("refused them as too old"),
+        "{text}"
+    );
+    assert_eq!(notice["level"], "WARN");
+    assert_eq!(notice["data"]["journal_fanout_notice"], true);
+    assert!(!all_messages(&events)
+        .iter()
+        .any(|m| m.starts_with("too-old-")));
+    assert!(
+        f.stderr_text()
+            .contains("events refused by the destination"),
+        "{}",
+        f.stderr_text()
+    );
+    proxy.assert_no_violations();
+}
