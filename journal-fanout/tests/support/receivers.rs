@@ -345,12 +345,15 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: &Share
     }
 }
 
+/// `Ok(None)`: the connection ended (closed or reset by the client) between requests, or the
+/// client went away mid-request — not a protocol violation. `Err`: a malformed request.
 async fn read_request<R: AsyncRead + Unpin>(
     conn: &mut BufReader<R>,
 ) -> Result<Option<Request>, String> {
     let mut line = String::new();
-    if conn.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
-        return Ok(None);
+    match conn.read_line(&mut line).await {
+        Ok(0) | Err(_) => return Ok(None),
+        Ok(_) => {}
     }
     let mut parts = line.trim_end().splitn(3, ' ');
     let method = parts.next().unwrap_or_default().to_string();
@@ -361,7 +364,10 @@ async fn read_request<R: AsyncRead + Unpin>(
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
-        conn.read_line(&mut h).await.map_err(|e| e.to_string())?;
+        match conn.read_line(&mut h).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -387,9 +393,9 @@ async fn read_request<R: AsyncRead + Unpin>(
         return Err(format!("absurd Content-Length {len}"));
     }
     req.body = vec![0; len];
-    conn.read_exact(&mut req.body)
-        .await
-        .map_err(|e| format!("body shorter than Content-Length: {e}"))?;
+    if conn.read_exact(&mut req.body).await.is_err() {
+        return Ok(None);
+    }
     Ok(Some(req))
 }
 
