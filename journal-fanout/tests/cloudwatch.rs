@@ -11,12 +11,16 @@ use common::{all_messages, container_line, moto_events, write_entries, CheckingP
 use testkit::{wait_until, Journald, Moto};
 
 fn fanout_cloudwatch(j: &Journald, state: &std::path::Path, proxy: &CheckingProxy) -> Fanout {
+    fanout_to(j, state, proxy, "cloudwatchlogs")
+}
+
+fn fanout_to(j: &Journald, state: &std::path::Path, proxy: &CheckingProxy, dst: &str) -> Fanout {
     Fanout::start(
         &[
             "--journal-namespace",
             j.namespace(),
             "--dst",
-            "cloudwatchlogs",
+            dst,
             "--from",
             "head",
             "--state-dir",
@@ -162,7 +166,8 @@ fn emulator_outage_of_30_seconds_is_ridden_out() {
     let proxy = CheckingProxy::start(port);
     let state = tempfile::tempdir().unwrap();
     let prefix = testkit::unique_name("outage");
-    let mut f = fanout_cloudwatch(&j, state.path(), &proxy);
+    // stdout too: a destination that is up must not be held back by one that is down.
+    let mut f = fanout_to(&j, state.path(), &proxy, "cloudwatchlogs,stdout");
 
     write_entries(j.socket(), spread(&prefix, 0..1_000));
     wait_markers(&moto, 1_000, &mut f, Duration::from_secs(60));
@@ -170,6 +175,14 @@ fn emulator_outage_of_30_seconds_is_ridden_out() {
     moto.stop();
     // Written during the outage.
     write_entries(j.socket(), spread(&prefix, 1_000..3_000));
+    wait_until(
+        Duration::from_secs(25),
+        "stdout to get the lines written during the CloudWatch outage",
+        || {
+            let lines = f.stdout_lines();
+            (lines.len() >= 3_000 && lines.iter().any(|l| l.contains("\"m-2999\""))).then_some(())
+        },
+    );
     // The outage itself lasts 30 s (this is the scenario, not a readiness wait); meanwhile
     // journal-fanout must keep running and retrying.
     let outage_end = std::time::Instant::now() + Duration::from_secs(30);
