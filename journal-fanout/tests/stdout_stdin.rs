@@ -199,3 +199,67 @@ fn resumes_from_saved_cursor_after_sigterm_without_duplicates() {
         "exactly the new lines, in order, no duplicates"
     );
 }
+
+#[test]
+fn from_tail_skips_old_lines_and_keeps_its_place_across_a_crash() {
+    let j = Journald::start();
+    let state = tempfile::tempdir().unwrap();
+    write_entries(
+        j.socket(),
+        (0..50).map(|i| container_line("svc", "c", &format!("old-{i}"))),
+    );
+    j.sync();
+    // Read through the journal directory this time (--journal-dir).
+    let dir = j.directory();
+    let args = |from: &'static str| {
+        vec![
+            "--journal-dir".to_string(),
+            dir.to_str().unwrap().to_string(),
+            "--dst".into(),
+            "stdout".into(),
+            "--from".into(),
+            from.into(),
+            "--state-dir".into(),
+            state.path().to_str().unwrap().to_string(),
+            "--flush-timeout".into(),
+            "200ms".into(),
+        ]
+    };
+    let start = |from| {
+        let a = args(from);
+        Fanout::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    let mut f = start("tail");
+    // The tail position is saved before any new line arrives.
+    wait_until(
+        Duration::from_secs(30),
+        "the starting cursor to be saved",
+        || {
+            std::fs::read_dir(state.path())
+                .unwrap()
+                .any(|e| {
+                    e.unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".cursor")
+                })
+                .then_some(())
+        },
+    );
+    f.kill9();
+    write_entries(
+        j.socket(),
+        (0..20).map(|i| container_line("svc", "c", &format!("new-{i}"))),
+    );
+    // Restarted (still --from tail): it resumes at the saved place, so the lines written
+    // while it was down are shipped, and none of the old ones.
+    let mut f = start("tail");
+    let lines = wait_lines(&f, 20);
+    assert!(f.terminate().success());
+    let msgs: Vec<&str> = lines
+        .iter()
+        .map(|l| l["event"]["message"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("new-{i}")).collect();
+    assert_eq!(msgs, want);
+}
