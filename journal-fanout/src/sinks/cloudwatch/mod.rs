@@ -78,14 +78,26 @@ impl CloudWatchSink {
         events: &[LogEvent],
     ) -> anyhow::Result<Vec<Rejected>> {
         let mut backoff = Backoff::new();
+        let mut created = false;
         loop {
             let failure = match service::put(&self.client, group, stream, events).await {
                 Ok(ranges) => return Ok(rejections(group, stream, events, ranges)),
+                // Still missing right after creating it (deleted meanwhile, or the service
+                // is slow to show it): create again, but not in a tight loop.
+                Err(Failure::Missing) if created => {
+                    created = false;
+                    Failure::Retry(format!(
+                        "{group}/{stream} is still missing after creating it"
+                    ))
+                }
                 Err(Failure::Missing) => {
                     match service::ensure(&self.client, group, stream, self.config.retention_days)
                         .await
                     {
-                        Ok(()) | Err(Failure::Missing) => continue,
+                        Ok(()) | Err(Failure::Missing) => {
+                            created = true;
+                            continue;
+                        }
                         Err(f) => f,
                     }
                 }
