@@ -295,3 +295,48 @@ fn events_the_service_refuses_are_counted_and_noticed_in_their_stream() {
     );
     proxy.assert_no_violations();
 }
+
+#[test]
+fn sigterm_while_cloudwatch_is_down_exits_and_loses_nothing() {
+    let j = Journald::start();
+    let port = testkit::free_port();
+    // Nothing listens behind the proxy yet: CloudWatch is down from the start.
+    let proxy = CheckingProxy::start(port);
+    let state = tempfile::tempdir().unwrap();
+    let prefix = testkit::unique_name("down");
+    write_entries(j.socket(), spread(&prefix, 0..300));
+    let args = [
+        "--journal-namespace",
+        j.namespace(),
+        "--dst",
+        "cloudwatchlogs",
+        "--from",
+        "head",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--flush-timeout",
+        "200ms",
+        "--shutdown-timeout",
+        "2s",
+    ];
+    let mut f = Fanout::start(&args, &proxy.env());
+    wait_until(
+        Duration::from_secs(30),
+        "a failed attempt to be retried",
+        || f.stderr_text().contains("retrying").then_some(()),
+    );
+    let status = f.terminate();
+    assert!(status.success(), "exit {status}: {}", f.stderr_text());
+    assert!(
+        f.stderr_text().contains("shutdown timeout"),
+        "{}",
+        f.stderr_text()
+    );
+
+    // CloudWatch comes back; the next run sends what the stopped one could not.
+    let moto = Moto::start_on(port);
+    let mut f = Fanout::start(&args, &proxy.env());
+    wait_markers(&moto, 300, &mut f, Duration::from_secs(60));
+    assert!(f.terminate().success());
+    proxy.assert_no_violations();
+}
