@@ -96,6 +96,40 @@ fn vacuumed_cursor_resumes_at_oldest_entry_and_notices_the_loss() {
     let remaining = j.entries_matching(&["CONTAINER_NAME=filler"]);
     let oldest = testkit::field(&remaining[0], "MESSAGE").unwrap();
 
+    // A destination that resumes into the gap and crashes before delivering anything must
+    // not have moved its cursor past the oldest entry left (it has not shipped it yet).
+    let ns = j.namespace();
+    let saved = std::fs::read_to_string(state.path().join(format!("stdout@{ns}.cursor"))).unwrap();
+    let cw_cursor = state.path().join(format!("cloudwatchlogs@{ns}.cursor"));
+    std::fs::write(&cw_cursor, &saved).unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut down = Fanout::start(
+        &[
+            "--journal-namespace",
+            ns,
+            "--dst",
+            "cloudwatchlogs",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+            "--flush-timeout",
+            "200ms",
+        ],
+        &[
+            ("AWS_ENDPOINT_URL", dead),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ],
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the first batch to be retried",
+        || down.stderr_text().contains("retrying").then_some(()),
+    );
+    down.kill9();
+    assert_eq!(std::fs::read_to_string(&cw_cursor).unwrap(), saved);
+
     let port = free_port();
     let mut f = fanout(&j, state.path(), port);
     let lines: Vec<Value> = wait_until(Duration::from_secs(60), "the remaining lines", || {

@@ -215,6 +215,10 @@ impl Source for JournaldSource {
     }
 
     fn cursor(&mut self) -> anyhow::Result<Option<String>> {
+        if self.current_unread {
+            // We stand on an entry not read yet: its cursor is not a position to save.
+            return Ok(None);
+        }
         let cursor = match self.journal.cursor() {
             Ok(c) => c,
             // No entry read yet (empty journal): nothing to save.
