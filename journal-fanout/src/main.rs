@@ -92,6 +92,14 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
 
     // Delivery side: one task per destination.
     let mut outputs = Vec::new();
+    let tls = sinks::tls::TlsOptions {
+        ca_file: config.ca_file.clone(),
+    };
+    let hostname = config
+        .rules
+        .hostname_override
+        .clone()
+        .unwrap_or_else(|| config.rules.hostname_default.clone());
     for &dst in &config.destinations {
         let (tx, rx) = mpsc::channel::<Batch>(pipeline::QUEUED_BATCHES);
         let m = metrics::for_destination(dst.name());
@@ -124,6 +132,20 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 .await?;
                 spawn_delivery(sink, rx, checkpoint.clone(), m.clone(), &done_tx)
             }
+            Destination::Loggly => spawn_delivery(
+                sinks::loggly::Loggly::from_env(&tls, &hostname)?,
+                rx,
+                checkpoint.clone(),
+                m.clone(),
+                &done_tx,
+            ),
+            Destination::Logdna => spawn_delivery(
+                sinks::logdna::Logdna::from_env(&tls, &hostname)?,
+                rx,
+                checkpoint.clone(),
+                m.clone(),
+                &done_tx,
+            ),
         }
         running += 1;
         outputs.push((dst, tx, m, checkpoint));

@@ -1,0 +1,2 @@
+//! Test support of my own (the contract receivers) shared by the integration tests.
+pub mod receivers;
