@@ -637,3 +637,44 @@ async fn wrong_token_is_a_configuration_error_not_a_loss() {
     assert!(!e.contains(&tok), "{e}");
     logs.assert_clean(&tok);
 }
+
+/// Big events: requests are split to stay within 5 MB (Loggly) and 10 MB (LogDNA); the
+/// receivers refuse anything larger, and every event arrives whole.
+#[tokio::test]
+async fn requests_stay_within_the_documented_size_limits() {
+    let (logs, _g) = Logs::capture();
+    let (tok, key) = (token("lg"), token("dna"));
+    let lg_rx = Receiver::start(Api::LogglyBulk { token: tok.clone() });
+    let dna_rx = Receiver::start(Api::LogdnaIngest { key: key.clone() });
+    let mut lg = loggly(
+        &[("LOGGLY_TOKEN", tok.clone()), ("LOGGLY_URL", lg_rx.url())],
+        &TlsOptions::default(),
+    );
+    let mut dna = logdna(
+        &[("LOGDNA_TOKEN", key.clone()), ("LOGDNA_URL", dna_rx.url())],
+        &TlsOptions::default(),
+    );
+    // One group and stream, so only size splits the requests.
+    let recs: Vec<Record> = records(25)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.group = "big".into();
+            r.stream = "s".into();
+            r.event.message = format!("n={i:06} {}", "y".repeat(900_000));
+            r
+        })
+        .collect();
+    assert!(lg.deliver(recs.clone()).await.unwrap().rejected.is_empty());
+    assert!(dna.deliver(recs.clone()).await.unwrap().rejected.is_empty());
+    for rx in [&lg_rx, &dna_rx] {
+        rx.assert_no_violations();
+        assert_all_markers(rx.events().iter().map(|e| e.message()), 25, true);
+        assert!(rx.events().iter().all(|e| e.message().len() > 900_000));
+    }
+    // 25 × 0.9 MB: at least 5 Loggly requests of ≤ 5 MB, at least 3 LogDNA ones of ≤ 10 MB.
+    assert!(lg_rx.state().requests >= 5, "{}", lg_rx.state().requests);
+    assert!(dna_rx.state().requests >= 3, "{}", dna_rx.state().requests);
+    logs.assert_clean(&tok);
+    logs.assert_clean(&key);
+}
