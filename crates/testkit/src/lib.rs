@@ -90,6 +90,9 @@ pub struct Journald {
     child: Child,
     socket: PathBuf,
     conf: PathBuf,
+    /// A namespaced journald exits after ~30 s without clients; an open stdout stream
+    /// counts as one, so a test may idle as long as it needs.
+    keepalive: Option<std::os::unix::net::UnixStream>,
 }
 
 impl Journald {
@@ -122,6 +125,7 @@ impl Journald {
             child,
             socket,
             conf,
+            keepalive: None,
         };
         j.wait_ready();
         j
@@ -144,6 +148,7 @@ impl Journald {
 
     /// Stop journald (its socket goes away; stored entries stay), to test outages.
     pub fn stop(&mut self) {
+        self.keepalive = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.socket);
@@ -448,6 +453,7 @@ impl Moto {
 
     /// Stop the emulator (its state is lost).
     pub fn stop(&mut self) {
+        self.keepalive = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
