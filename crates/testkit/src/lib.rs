@@ -453,7 +453,6 @@ impl Moto {
 
     /// Stop the emulator (its state is lost).
     pub fn stop(&mut self) {
-        self.keepalive = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
