@@ -21,8 +21,6 @@ pub struct Item {
 
 /// A destination's request format and service call.
 pub trait Requests: Send {
-    /// Destination name (for notices and logs).
-    fn dest(&self) -> &'static str;
     /// Largest request body, bytes.
     fn max_request_bytes(&self) -> usize;
     /// Bytes a request adds per item (separators) and once (envelope).

@@ -231,10 +231,6 @@ fn render_line(record: &Record) -> String {
 }
 
 impl Requests for Ingest {
-    fn dest(&self) -> &'static str {
-        "logdna"
-    }
-
     fn max_request_bytes(&self) -> usize {
         MAX_REQUEST_BYTES
     }

@@ -232,10 +232,6 @@ struct Bulk {
 }
 
 impl Requests for Bulk {
-    fn dest(&self) -> &'static str {
-        "loggly"
-    }
-
     fn max_request_bytes(&self) -> usize {
         MAX_REQUEST_BYTES
     }
