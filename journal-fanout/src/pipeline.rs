@@ -264,9 +264,9 @@ fn notice(group: &str, stream: &str, time: DateTime<Utc>, message: String) -> Re
 }
 
 /// The notice text for events a destination refused.
-pub fn rejected_notice_text(r: &Rejected) -> String {
+pub fn rejected_notice_text(destination: &str, r: &Rejected) -> String {
     format!(
-        "journal-fanout: {} events between {} and {} could not be delivered: {}",
+        "journal-fanout: {} events could not be delivered to {destination} between {} and {}: {}",
         r.count,
         ecs_event::format_time(&r.first),
         ecs_event::format_time(&r.last),
@@ -307,7 +307,12 @@ pub async fn deliver_loop<S: Sink>(
                             "events refused by the destination"
                         );
                         // Now, so the destination's own time window accepts the notice.
-                        notice(&r.group, &r.stream, Utc::now(), rejected_notice_text(r))
+                        notice(
+                            &r.group,
+                            &r.stream,
+                            Utc::now(),
+                            rejected_notice_text(name, r),
+                        )
                     })
                     .collect();
                 let again = sink

@@ -310,7 +310,7 @@ fn a_poisoned_line_is_isolated_and_noticed() {
         let text = notices[0].message();
         assert!(
             text.starts_with("journal-fanout: 1 events")
-                && text.contains("could not be delivered")
+                && text.contains(&format!("could not be delivered to {name} between"))
                 && text.contains("HTTP 400"),
             "{name} notice: {text}"
         );

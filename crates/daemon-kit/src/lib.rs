@@ -58,9 +58,9 @@ pub async fn serve_metrics<F>(addr: &str, render: F) -> anyhow::Result<()>
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("--metrics-address {addr:?} is not HOST:PORT (e.g. 127.0.0.1:9102)"))?;
+    let addr: SocketAddr = addr.parse().with_context(|| {
+        format!("--metrics-address {addr:?} is not HOST:PORT (e.g. 127.0.0.1:9102)")
+    })?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
@@ -87,7 +87,10 @@ where
             let (status, body) = if head.starts_with("GET /metrics") {
                 ("200 OK", render())
             } else {
-                ("404 Not Found", "not found: metrics are at /metrics\n".to_string())
+                (
+                    "404 Not Found",
+                    "not found: metrics are at /metrics\n".to_string(),
+                )
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

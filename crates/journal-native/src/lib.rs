@@ -33,7 +33,10 @@ pub fn valid_field_name(name: &str) -> bool {
 /// Values without a newline use `KEY=VALUE\n`; values with one (or any binary value) use
 /// `KEY\n<u64 LE length><bytes>\n`, which journald stores byte for byte.
 pub fn encode_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    debug_assert!(valid_field_name(name), "invalid journal field name {name:?}");
+    debug_assert!(
+        valid_field_name(name),
+        "invalid journal field name {name:?}"
+    );
     out.extend_from_slice(name.as_bytes());
     if memchr_newline(value) {
         out.push(b'\n');
@@ -214,7 +217,8 @@ impl Journal {
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut file = std::fs::File::from(owned);
         file.write_all(payload).map_err(err)?;
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        let seals =
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
         // SAFETY: fcntl on our own valid fd.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
             return Err(err(io::Error::last_os_error()));

@@ -10,10 +10,15 @@ fn entries_arrive_byte_for_byte_in_a_real_journald() {
     let j = Journal::new(jd.socket()).unwrap();
     let binary: Vec<u8> = b"multi\nline \xff\xfe not utf8\0nul".to_vec();
     let big = "x".repeat(3 * 1024 * 1024); // larger than any datagram: memfd path
-    j.send(&[("MESSAGE", b"hello"), ("TESTCASE", b"a"), ("SYSLOG_IDENTIFIER", b"t")])
-        .unwrap();
+    j.send(&[
+        ("MESSAGE", b"hello"),
+        ("TESTCASE", b"a"),
+        ("SYSLOG_IDENTIFIER", b"t"),
+    ])
+    .unwrap();
     j.send(&[("MESSAGE", &binary), ("TESTCASE", b"b")]).unwrap();
-    j.send(&[("MESSAGE", big.as_bytes()), ("TESTCASE", b"c")]).unwrap();
+    j.send(&[("MESSAGE", big.as_bytes()), ("TESTCASE", b"c")])
+        .unwrap();
     let n = j
         .send_many(&[b"MESSAGE=m1\nTESTCASE=d\n", b"MESSAGE=m2\nTESTCASE=d\n"])
         .unwrap();
