@@ -274,12 +274,31 @@ fn serve_dgram(
                 _ => return Err(e).context("receiving syslog datagrams"),
             }
         }
+        // Take whatever else is queued already without waiting: with a short socket queue
+        // (net.unix.max_dgram_qlen is 10 on some hosts) the first call returns few datagrams.
+        let mut n = n as usize;
+        while n < SLOTS {
+            // SAFETY: as above, for the headers from index n on.
+            let more = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr().add(n),
+                    (SLOTS - n) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if more <= 0 {
+                break;
+            }
+            n += more as usize;
+        }
         let mut batch = Messages {
-            buf: Vec::with_capacity(n as usize * 160),
-            ends: Vec::with_capacity(n as usize),
+            buf: Vec::with_capacity(n * 160),
+            ends: Vec::with_capacity(n),
             truncated: 0,
         };
-        for (i, h) in hdrs.iter_mut().take(n as usize).enumerate() {
+        for (i, h) in hdrs.iter_mut().take(n).enumerate() {
             let len = h.msg_len as usize;
             let m = &slots[i * MAX_MESSAGE..i * MAX_MESSAGE + len.min(MAX_MESSAGE)];
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {

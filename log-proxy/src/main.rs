@@ -146,12 +146,14 @@ fn run(opts: Options) -> anyhow::Result<()> {
             .spawn(move || journal::run_writer(journal, batch_rx, state))?
     };
     let processor = {
+        let direct = journal_native::Journal::new(&opts.journal_socket).ok();
         let p = proxy::Processor::new(
             limit,
             Some(lookups),
             counters,
             writer_state.clone(),
             batch_tx,
+            direct,
         );
         std::thread::Builder::new()
             .name("proxy".into())

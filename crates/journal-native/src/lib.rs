@@ -11,6 +11,7 @@ use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The default journald native socket.
 pub const DEFAULT_SOCKET: &str = "/run/systemd/journal/socket";
@@ -94,6 +95,9 @@ impl SendError {
 pub struct Journal {
     sock: UnixDatagram,
     path: PathBuf,
+    /// Connected sockets skip the kernel's path lookup on every datagram; journald
+    /// restarting breaks the connection, and the next send connects again.
+    connected: AtomicBool,
 }
 
 impl Journal {
@@ -116,6 +120,7 @@ impl Journal {
         Ok(Journal {
             sock,
             path: path.as_ref().to_path_buf(),
+            connected: AtomicBool::new(false),
         })
     }
 
@@ -159,6 +164,11 @@ impl Journal {
         if payloads.is_empty() {
             return Ok(0);
         }
+        let connected = self.connected.load(Ordering::Relaxed)
+            || (self.sock.connect(&self.path).is_ok() && {
+                self.connected.store(true, Ordering::Relaxed);
+                true
+            });
         let addr = sockaddr_un(&self.path).map_err(|e| SendError::from_io(&self.path, e))?;
         let mut iovs: Vec<libc::iovec> = payloads
             .iter()
@@ -172,8 +182,10 @@ impl Journal {
             .map(|iov| {
                 // SAFETY: an all-zero mmsghdr is a valid empty header.
                 let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = &addr.0 as *const _ as *mut libc::c_void;
-                h.msg_hdr.msg_namelen = addr.1;
+                if !connected {
+                    h.msg_hdr.msg_name = &addr.0 as *const _ as *mut libc::c_void;
+                    h.msg_hdr.msg_namelen = addr.1;
+                }
                 h.msg_hdr.msg_iov = iov as *mut libc::iovec;
                 h.msg_hdr.msg_iovlen = 1;
                 h
@@ -196,7 +208,11 @@ impl Journal {
             self.send_via_memfd(payloads[0])?;
             return Ok(1);
         }
-        Err(SendError::from_io(&self.path, e))
+        let err = SendError::from_io(&self.path, e);
+        if err.is_not_running() {
+            self.connected.store(false, Ordering::Relaxed);
+        }
+        Err(err)
     }
 
     /// journald's large-entry path: the entry in a sealed memfd, passed with SCM_RIGHTS
