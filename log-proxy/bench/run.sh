@@ -56,12 +56,26 @@ field() { # field KEY < line
 metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1==n {print $2}'; }
 
 # --- the parts -------------------------------------------------------------------------------
-printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nRuntimeMaxUse=512M\n' \
+printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nRuntimeMaxUse=8G\n' \
   > "/etc/systemd/journald@$NS.conf"
-/lib/systemd/systemd-journald "$NS" </dev/null >"$W/journald.log" 2>&1 &
-JOURNALD=$!; PIDS+=("$JOURNALD")
 JSOCK=/run/systemd/journal.$NS/socket
-wait_for "journald's socket" test -S "$JSOCK"
+JOURNALD=
+# (Re)start journald when its socket does not take an entry: a namespaced journald exits by
+# itself ("Journal stopped") after about 30 s without traffic.
+journald_up() {
+  if [ -n "$JOURNALD" ] && "$LOADGEN" journal --socket "$JSOCK" --count 1 >/dev/null 2>&1; then return; fi
+  if [ -n "$JOURNALD" ]; then
+    { echo "journald's socket refused an entry at $(date -u +%T) (idle exit?); restarting journald $NS:"
+      grep State "/proc/$JOURNALD/status" || echo "journald (pid $JOURNALD) is gone"; } >>"$W/journald-restarts.log" 2>&1
+    kill "$JOURNALD" 2>/dev/null || true
+    wait "$JOURNALD" 2>/dev/null || true
+    rm -f "$JSOCK"
+  fi
+  /lib/systemd/systemd-journald "$NS" </dev/null >>"$W/journald.log" 2>&1 &
+  JOURNALD=$!; PIDS+=("$JOURNALD")
+  wait_for "journald's socket" "$LOADGEN" journal --socket "$JSOCK" --count 1
+}
+journald_up
 
 "$LOADGEN" sink --socket "$W/sink.sock" >"$W/sink.out" 2>"$W/sink.err" &
 PIDS+=("$!")
@@ -127,6 +141,7 @@ rest() { sleep 0.5; } # let the last burst drain and the sink print
 for s in "$W/sink.sock" "$W/tosink.sock" "$W/tojournal.sock" "$W/rs-file.sock" "$W/rs-journal.sock"; do
   "$LOADGEN" send --socket "$s" --containers "$CONTAINERS" --count 20000 >/dev/null
 done
+journald_up
 "$LOADGEN" journal --socket "$JSOCK" --containers "$CONTAINERS" --count 20000 >/dev/null
 sleep 2
 
@@ -145,7 +160,11 @@ done
 
 # --- (b) journald: direct vs through the proxy ---------------------------------------------------
 for i in $(seq "$RUNS"); do
+  journald_up
   run direct_journald "$LOADGEN" journal --socket "$JSOCK" --containers "$CONTAINERS" --duration "$DUR" --watch-pid "$JOURNALD"; rest
+  journald_up
+  run direct_journald_mmsg "$LOADGEN" journal --socket "$JSOCK" --containers "$CONTAINERS" --duration "$DUR" --batch 64 --watch-pid "$JOURNALD"; rest
+  journald_up
   run proxy_journald "$LOADGEN" send --socket "$W/tojournal.sock" --containers "$CONTAINERS" --duration "$DUR" \
     --until-metric "http://127.0.0.1:$PORT_tojournal/metrics" log_proxy_written_entries_total --watch-pid "$PID_tojournal"; rest
 done
@@ -158,12 +177,19 @@ for i in $(seq "$RUNS"); do
 done
 
 # --- (f) rsyslog at full speed: to a file, into journald ----------------------------------------
+rs_journal_entries() { journalctl --namespace="$NS" _COMM=rsyslogd -o cat --no-pager 2>/dev/null | wc -l; }
+RS_JOURNAL_BEFORE=$(rs_journal_entries)
 for i in $(seq "$RUNS"); do
   run rsyslog_file "$LOADGEN" send --socket "$W/rs-file.sock" --containers "$CONTAINERS" --duration "$DUR" \
     --until-file-lines "$W/rs-file.out" --watch-pid "$PID_rs_file"; rest
+  journald_up
   run rsyslog_journald "$LOADGEN" send --socket "$W/rs-journal.sock" --containers "$CONTAINERS" --duration "$DUR" \
     --until-idle-pid "$PID_rs_journal" --watch-pid "$PID_rs_journal"; rest
 done
+
+# omjournal's entries of the runs really are in our namespace.
+RS_JOURNAL_SENT=$(grep "^rsyslog_journald " "$W/results.txt" | field sent | awk '{s+=$1} END {print s}')
+RS_JOURNAL_FOUND=$(( $(rs_journal_entries) - RS_JOURNAL_BEFORE ))
 
 # --- fairness: one process relays two containers, 2,000 lines each, one after the other ----------
 sleep 5.5 # every limiter window from (d) has passed
@@ -182,6 +208,7 @@ start_proxy rss "$W/sink.sock"
 run proxy_1000_containers "$LOADGEN" send --socket "$W/rss.sock" --containers 1000 --duration $((DUR * 2)) \
   --until-metric "http://127.0.0.1:$PORT_rss/metrics" log_proxy_received_lines_total
 RSS_1000=$(awk '/VmHWM/ {print $2}' "/proc/$PID_rss/status")
+ANON_1000=$(awk '/RssAnon/ {print $2}' "/proc/$PID_rss/status") # of which private heap/stacks, now
 CONTAINERS_TRACKED=$(metric "$PORT_rss" log_proxy_containers)
 RSS_TOSINK=$(awk '/VmHWM/ {print $2}' "/proc/$PID_tosink/status")
 
@@ -189,7 +216,7 @@ RSS_TOSINK=$(awk '/VmHWM/ {print $2}' "/proc/$PID_tosink/status")
 med() { grep "^$1 " "$R" | field "$2" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "NA" }'; }
 DS=$(med direct_sink send_rate); PS=$(med proxy_sink e2e_rate)
-DJ=$(med direct_journald send_rate); PJ=$(med proxy_journald e2e_rate)
+DJ=$(med direct_journald send_rate); DJM=$(med direct_journald_mmsg send_rate); PJ=$(med proxy_journald e2e_rate)
 D1=$(med direct_sink_1 send_rate); PO=$(med proxy_overlimit send_rate); RO=$(med rsyslog_overlimit send_rate)
 cat <<EOF
 
@@ -201,15 +228,18 @@ runs: $RUNS x ${DUR}s, $CONTAINERS containers, medians (lines/s)
     log-proxy CPU per 10k lines/s at full speed: $(med proxy_sink cpu_per_10k_lines_per_s) s/s
 (c) log-proxy CPU per 10k lines/s at $FIXED_RATE lines/s: $(med proxy_sink_fixed cpu_per_10k_lines_per_s) s/s (rsyslog to file: $(med rsyslog_file_fixed cpu_per_10k_lines_per_s))
 (b) sender -> journald direct (native) $DJ   journald CPU per 10k/s: $(med direct_journald cpu_per_10k_lines_per_s)
+    same, sendmmsg 64 at a time        $DJM   ratio of the proxy to it $(ratio "$PJ" "$DJM")
     sender -> log-proxy -> journald    $PJ   ratio $(ratio "$PJ" "$DJ") (target >= 0.95)
 (d) one container, direct to sink      $D1
     log-proxy intake, over 500/5s      $PO   ratio $(ratio "$PO" "$D1") (target >= 1.0)
     rsyslog intake, over 500/5s        $RO   ratio $(ratio "$RO" "$D1")
-(e) peak RSS, 1,000 containers: ${RSS_1000} kB (containers tracked: $CONTAINERS_TRACKED; target < 10240 kB); after the sink runs: ${RSS_TOSINK} kB
+(e) peak RSS (VmHWM), 1,000 containers: ${RSS_1000} kB, RssAnon after: ${ANON_1000} kB (containers tracked: $CONTAINERS_TRACKED; target < 10240 kB)
+    peak RSS of the proxy of (a), 100 containers: ${RSS_TOSINK} kB
 (f) rsyslog -> file                    $(med rsyslog_file e2e_rate)   CPU per 10k/s $(med rsyslog_file cpu_per_10k_lines_per_s)
-    rsyslog -> journald (omjournal)    $(med rsyslog_journald e2e_rate)   CPU per 10k/s $(med rsyslog_journald cpu_per_10k_lines_per_s)
+    rsyslog -> journald (omjournal)    $(med rsyslog_journald e2e_rate)   CPU per 10k/s $(med rsyslog_journald cpu_per_10k_lines_per_s)   (entries found in the namespace: $RS_JOURNAL_FOUND of $RS_JOURNAL_SENT sent)
 fairness, one sender, 2 containers x 2,000 lines in a row, limit 500/5s (lines per container):
     log-proxy (incl. its notice): $FAIR_PROXY
     rsyslog:                      $FAIR_RSYSLOG
 raw results: $R
+journald restarts: $(grep -c refused "$W/journald-restarts.log" 2>/dev/null || echo 0)
 EOF

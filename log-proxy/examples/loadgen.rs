@@ -63,6 +63,9 @@ struct SendArgs {
     /// relaying several containers one after another, like dockerd).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     block: u64,
+    /// `journal` mode: entries per `sendmmsg` (1: one `send` each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    batch: u64,
     /// Lines per second (default: as fast as the receiver takes them).
     #[arg(long)]
     rate: Option<f64>,
@@ -162,6 +165,9 @@ fn send(a: &SendArgs, journal: bool) -> anyhow::Result<()> {
             }
         })
         .collect();
+    if journal && a.batch > 1 {
+        return send_journal_batched(a, &lines);
+    }
     let sock = UnixDatagram::unbound()?;
     sock.connect(&a.socket)
         .with_context(|| format!("cannot connect to {}", a.socket.display()))?;
@@ -282,6 +288,49 @@ fn send(a: &SendArgs, journal: bool) -> anyhow::Result<()> {
         out += &format!(
             " cpu_seconds={cpu:.2} cpu_per_10k_lines_per_s={:.4}",
             cpu / secs / (sent as f64 / secs / 10_000.0)
+        );
+    }
+    println!("{out}");
+    Ok(())
+}
+
+/// Journal entries with `sendmmsg`, `batch` at a time, the way the proxy's writer sends them.
+fn send_journal_batched(a: &SendArgs, entries: &[Vec<u8>]) -> anyhow::Result<()> {
+    let journal = journal_native::Journal::new(&a.socket)?;
+    let cpu_start = a.watch_pid.map(cpu_seconds).transpose()?;
+    let batch: Vec<&[u8]> = entries
+        .iter()
+        .cycle()
+        .take(a.batch as usize)
+        .map(|e| &e[..])
+        .collect();
+    let start = Instant::now();
+    let deadline = a.duration.map(|d| start + Duration::from_secs_f64(d));
+    let limit = a.count.unwrap_or(u64::MAX);
+    let mut sent: u64 = 0;
+    while sent < limit
+        && !STOP.load(Ordering::Relaxed)
+        && deadline.is_none_or(|d| Instant::now() < d)
+    {
+        let n = (limit - sent).min(batch.len() as u64) as usize;
+        let mut i = 0;
+        while i < n {
+            i += journal.send_many(&batch[i..n]).with_context(|| {
+                format!("sending to {} after {sent} entries", a.socket.display())
+            })?;
+        }
+        sent += n as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut out = format!(
+        "sent={sent} send_seconds={secs:.3} send_rate={:.0}",
+        sent as f64 / secs
+    );
+    if let (Some(pid), Some(c0)) = (a.watch_pid, cpu_start) {
+        let cpu = cpu_seconds(pid)? - c0;
+        out += &format!(
+            " cpu_seconds={cpu:.2} cpu_per_10k_lines_per_s={:.4}",
+            cpu / (sent as f64 / 10_000.0)
         );
     }
     println!("{out}");

@@ -6,6 +6,10 @@
 //! RFC 3164 path asks for the current year, so it is measured with a fixed year (`+year`)
 //! and with the default `parse_message` (which reads the local clock and time zone).
 //!
+//! It also times the stream framer (`log_proxy::intake::Framer`): ordinary lines read 64 KiB
+//! at a time, and one long line arriving in 64 KiB reads (the framer looks for the newline
+//! from the start of what it holds on every read).
+//!
 //! ```text
 //! cargo run --release -p log-proxy --example parsebench -- [LINES_PER_RUN] [RUNS]
 //! ```
@@ -75,6 +79,50 @@ fn loose_default(b: &[u8]) -> usize {
     m.appname.map_or(0, str::len) + m.msg.len() + m.severity.map_or(0, |s| s as usize)
 }
 
+/// Median milliseconds to frame `data` fed in `chunk`-byte reads.
+fn frame_ms(data: &[u8], chunk: usize, runs: usize) -> (f64, usize) {
+    let mut lines = 0;
+    let mut results: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            let mut framer = log_proxy::intake::Framer::default();
+            let mut out = log_proxy::intake::Messages::default();
+            for c in data.chunks(chunk) {
+                framer.feed(c, &mut out);
+                if out.ends.len() > 1024 {
+                    lines += out.ends.len();
+                    out = Default::default();
+                }
+            }
+            framer.finish(&mut out);
+            lines += out.ends.len();
+            black_box(&out);
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    results.sort_by(f64::total_cmp);
+    (results[results.len() / 2], lines / runs)
+}
+
+fn framer_bench(runs: usize) {
+    let line = lines("rfc5424micro").concat();
+    let stream: Vec<u8> = line.iter().copied().cycle().take(64 << 20).collect();
+    let (ms, n) = frame_ms(&stream, 64 * 1024, runs);
+    println!(
+        "framer, 64 MiB of ~124-byte lines in 64 KiB reads: {:.1} ns/line ({n} lines)",
+        ms * 1e6 / n as f64
+    );
+    for mib in [1usize, 4] {
+        let mut long = vec![b'x'; (mib << 20) - 1];
+        long.push(b'\n');
+        let (ms, _) = frame_ms(&long, 64 * 1024, runs);
+        let (one, _) = frame_ms(&long, long.len(), runs);
+        println!(
+            "framer, one {mib} MiB line in 64 KiB reads: {ms:.2} ms (in one read: {one:.2} ms)"
+        );
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args
@@ -104,4 +152,5 @@ fn main() {
         let c = measure(&input, n / 4, runs, loose_default);
         println!("{format:<14} {a:>14.1} {b:>22.1} {c:>22.1} {:>8.1}x", b / a);
     }
+    framer_bench(runs);
 }
