@@ -35,8 +35,19 @@ NS=lpbench$$
 MID=$(cat /etc/machine-id 2>/dev/null || true)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Newest first, each gone before the next (proxies before the sinks and journald they drain
+  # into); SIGKILL after 5 s, since log-proxy keeps retrying a journald that is gone.
+  local i p
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    p=${PIDS[i]}
+    kill "$p" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$p" 2>/dev/null; then
+      echo "pid $p did not stop within 5 s of SIGTERM; killing it" >&2
+      kill -9 "$p" 2>/dev/null || true
+    fi
+    wait "$p" 2>/dev/null || true
+  done
   rm -f "/etc/systemd/journald@$NS.conf"
   rm -rf "/run/log/journal/$MID.$NS" "/run/systemd/journal.$NS"
   echo "work files kept in $W" >&2
