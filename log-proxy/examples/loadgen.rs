@@ -73,7 +73,8 @@ struct SendArgs {
     #[arg(long, value_enum, default_value_t = Format::Rfc5424micro)]
     format: Format,
     /// After sending, wait until the Prometheus counter NAME at URL (http://host:port/metrics)
-    /// has grown by the lines sent, and report the end-to-end rate.
+    /// has grown by the lines sent, and report the end-to-end rate. NAME may be `A,B`: the
+    /// sum of both (e.g. written plus counted as lost).
     #[arg(long, value_names = ["URL", "NAME"], num_args = 2)]
     until_metric: Option<Vec<String>>,
     /// After sending, wait until FILE has grown by as many lines as were sent.
@@ -372,8 +373,21 @@ fn count_lines(path: &Path, offset: u64) -> anyhow::Result<(u64, u64)> {
     Ok((n, off))
 }
 
-/// One Prometheus counter (unlabelled) from a plain HTTP GET.
-fn read_metric(url: &str, name: &str) -> anyhow::Result<u64> {
+/// The sum of unlabelled Prometheus counters (`NAME[,NAME...]`) from a plain HTTP GET.
+fn read_metric(url: &str, names: &str) -> anyhow::Result<u64> {
+    let body = get(url)?;
+    names.split(',').try_fold(0, |sum, name| {
+        body.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == name).then(|| v.trim().parse::<f64>().ok())?
+            })
+            .map(|v| sum + v as u64)
+            .with_context(|| format!("no counter {name} at {url}"))
+    })
+}
+
+fn get(url: &str) -> anyhow::Result<String> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("metrics URL {url:?} must start with http://"))?;
@@ -383,13 +397,7 @@ fn read_metric(url: &str, name: &str) -> anyhow::Result<u64> {
     write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
-    body.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().ok())?
-        })
-        .map(|v| v as u64)
-        .with_context(|| format!("no counter {name} at {url}"))
+    Ok(body)
 }
 
 fn sink(a: &SinkArgs) -> anyhow::Result<()> {
