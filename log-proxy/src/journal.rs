@@ -138,16 +138,32 @@ pub struct WriterState {
     /// Batches handed to the writer and not yet fully written. Only while it is 0 may the
     /// processor write directly (order is kept: nothing of the writer's is still pending).
     pub in_flight: AtomicUsize,
+    /// Set at shutdown: from then on an unavailable journald gets [`DRAIN_LIMIT`] more.
+    pub stopping: AtomicBool,
+    /// Entries still held when the drain limit ran out at shutdown.
+    pub lost_at_shutdown: AtomicU64,
 }
+
+/// How long shutdown waits for an unavailable journald before giving up what it holds (and
+/// counting it), so SIGTERM never wedges; under systemd's `TimeoutStopSec` in the unit.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Run the writer until the channel closes and everything it held is written.
 pub fn run_writer(journal: Journal, rx: Receiver<Batch>, state: Arc<WriterState>) {
     state.up.store(true, Ordering::Relaxed);
+    let mut deadline: Option<std::time::Instant> = None;
+    let mut abandoned = false;
     for batch in rx {
         let entries = batch.entries();
         let mut i = 0;
         let mut backoff = Duration::from_millis(10);
         while i < entries.len() {
+            if abandoned {
+                state
+                    .lost_at_shutdown
+                    .fetch_add((entries.len() - i) as u64, Ordering::Relaxed);
+                break;
+            }
             let end = (i + BATCH).min(entries.len());
             match journal.send_many(&entries[i..end]) {
                 Ok(n) => {
@@ -163,6 +179,14 @@ pub fn run_writer(journal: Journal, rx: Receiver<Batch>, state: Arc<WriterState>
                         tracing::error!(error = %e, "journald unavailable; holding lines and retrying");
                     }
                     state.retries.fetch_add(1, Ordering::Relaxed);
+                    if state.stopping.load(Ordering::Relaxed) {
+                        let d = *deadline
+                            .get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
+                        if std::time::Instant::now() >= d {
+                            abandoned = true;
+                            continue;
+                        }
+                    }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }

@@ -180,6 +180,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
     });
     daemon_kit::notify_stopping();
     stop.store(true, Ordering::Relaxed);
+    writer_state.stopping.store(true, Ordering::Relaxed);
     let intake_result = intake
         .join()
         .map_err(|_| anyhow::anyhow!("intake thread panicked"))?;
@@ -190,6 +191,14 @@ fn run(opts: Options) -> anyhow::Result<()> {
     writer
         .join()
         .map_err(|_| anyhow::anyhow!("journal writer thread panicked"))?;
+    let lost = writer_state.lost_at_shutdown.load(Ordering::Relaxed);
+    if lost > 0 {
+        tracing::error!(
+            lost, socket = %opts.journal_socket.display(),
+            "journald stayed unavailable for {:?} after SIGTERM: {lost} log lines it was holding are lost",
+            journal::DRAIN_LIMIT
+        );
+    }
     tracing::info!(metrics = %metrics.render().lines().filter(|l| !l.starts_with('#') && l.starts_with("log_proxy_") && !l.contains('{')).collect::<Vec<_>>().join(", "), "stopped");
     intake_result
 }

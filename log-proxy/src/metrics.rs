@@ -78,7 +78,7 @@ impl Metrics {
         counter(
             "log_proxy_journal_lost_lines_total",
             "Lines lost because journald was unavailable longer than the buffer lasts.",
-            g(&c.lost_journald_down),
+            g(&c.lost_journald_down) + g(&self.writer.lost_at_shutdown),
         );
         counter(
             "log_proxy_journal_refused_total",

@@ -336,3 +336,30 @@ fn bad_flags_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--burst"));
 }
+
+#[test]
+fn sigterm_with_journald_gone_exits_and_reports_what_it_held() {
+    let mut jd = Journald::start();
+    let mut proxy = Proxy::start(jd.socket(), NO_DOCKER);
+    let id = random_id();
+    proxy.send(&rfc5424(&id, b"before"));
+    jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        1,
+        Duration::from_secs(20),
+    );
+    jd.stop();
+    for i in 0..100 {
+        proxy.send(&rfc5424(&id, format!("held {i}").as_bytes()));
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the proxy to notice journald is gone",
+        || (proxy.metric("log_proxy_journal_retries_total") > 0).then_some(()),
+    );
+    // Never wedges: exits after the drain limit, and says how much it could not write.
+    assert_eq!(proxy.terminate(), 0, "stderr:\n{}", proxy.stderr());
+    let err = proxy.stderr();
+    assert!(err.contains("log lines it was holding are lost"), "{err}");
+    assert!(!err.contains("journald refused an entry"), "{err}");
+}

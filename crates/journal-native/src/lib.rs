@@ -77,9 +77,12 @@ impl SendError {
     fn from_io(path: &Path, e: io::Error) -> SendError {
         let path = path.to_path_buf();
         match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ECONNREFUSED) | Some(libc::ENOTDIR) => {
-                SendError::NotRunning { path, source: e }
-            }
+            // ENOTCONN/EDESTADDRREQ: our connection to a journald that has since gone.
+            Some(libc::ENOENT)
+            | Some(libc::ECONNREFUSED)
+            | Some(libc::ENOTDIR)
+            | Some(libc::ENOTCONN)
+            | Some(libc::EDESTADDRREQ) => SendError::NotRunning { path, source: e },
             Some(libc::EAGAIN) => SendError::WouldBlock { path },
             _ => SendError::Io { path, source: e },
         }
@@ -98,6 +101,8 @@ pub struct Journal {
     /// Connected sockets skip the kernel's path lookup on every datagram; journald
     /// restarting breaks the connection, and the next send connects again.
     connected: AtomicBool,
+    /// Whether the last send went over a connection (so a failure may be a stale one).
+    was_connected: AtomicBool,
 }
 
 impl Journal {
@@ -121,6 +126,7 @@ impl Journal {
             sock,
             path: path.as_ref().to_path_buf(),
             connected: AtomicBool::new(false),
+            was_connected: AtomicBool::new(false),
         })
     }
 
@@ -161,6 +167,17 @@ impl Journal {
     /// Returns how many were sent from the front of `payloads`; stops early at the first
     /// entry that fails (the error is returned when it is the first one).
     pub fn send_many(&self, payloads: &[&[u8]]) -> Result<usize, SendError> {
+        match self.send_many_once(payloads) {
+            // A connection to a journald that restarted: connect to the new one and retry
+            // at once, rather than report an outage that is already over.
+            Err(e) if e.is_not_running() && self.was_connected.swap(false, Ordering::Relaxed) => {
+                self.send_many_once(payloads)
+            }
+            r => r,
+        }
+    }
+
+    fn send_many_once(&self, payloads: &[&[u8]]) -> Result<usize, SendError> {
         if payloads.is_empty() {
             return Ok(0);
         }
@@ -169,6 +186,7 @@ impl Journal {
                 self.connected.store(true, Ordering::Relaxed);
                 true
             });
+        self.was_connected.store(connected, Ordering::Relaxed);
         let addr = sockaddr_un(&self.path).map_err(|e| SendError::from_io(&self.path, e))?;
         let mut iovs: Vec<libc::iovec> = payloads
             .iter()
