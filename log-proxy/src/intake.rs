@@ -422,6 +422,9 @@ fn read_stream(
 #[derive(Default)]
 pub struct Framer {
     pending: Vec<u8>,
+    /// Bytes at the start of `pending` already searched for a newline in vain, so a long
+    /// line arriving in many reads is scanned once, not once per read.
+    scanned: usize,
 }
 
 impl Framer {
@@ -449,6 +452,7 @@ impl Framer {
                             let m = &rest[sp + 1..sp + 1 + len];
                             push_cut(out, m);
                             pos += sp + 1 + len;
+                            self.scanned = 0;
                             continue;
                         }
                     }
@@ -456,24 +460,32 @@ impl Framer {
                     break; // digits so far, no space yet
                 }
             }
-            match rest.iter().position(|&c| c == b'\n') {
+            let from = self.scanned.min(rest.len());
+            match rest[from..].iter().position(|&c| c == b'\n') {
                 Some(nl) => {
+                    let nl = from + nl;
                     if nl > 0 {
                         push_cut(out, &rest[..nl]);
                     }
                     pos += nl + 1;
+                    self.scanned = 0;
                 }
                 None if rest.len() > MAX_FRAME => {
                     push_cut(out, rest);
                     pos = self.pending.len();
+                    self.scanned = 0;
                 }
-                None => break,
+                None => {
+                    self.scanned = rest.len();
+                    break;
+                }
             }
         }
         self.pending.drain(..pos);
     }
 
     pub fn finish(&mut self, out: &mut Messages) {
+        self.scanned = 0;
         if !self.pending.is_empty() {
             push_cut(out, &std::mem::take(&mut self.pending));
         }
@@ -519,6 +531,15 @@ mod tests {
             frames(&[b"<30>a b\n<30>c", b" d\n<30>e"]),
             vec![b"<30>a b".to_vec(), b"<30>c d".to_vec(), b"<30>e".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_long_line_in_many_small_reads_is_one_frame() {
+        let line: Vec<u8> = (0..100_000).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut data = line.clone();
+        data.extend_from_slice(b"\n<30>next\n");
+        let chunks: Vec<&[u8]> = data.chunks(7).collect();
+        assert_eq!(frames(&chunks), vec![line, b"<30>next".to_vec()]);
     }
 
     #[test]

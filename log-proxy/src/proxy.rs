@@ -121,7 +121,7 @@ impl Processor {
             index: HashMap::new(),
             slots: Vec::new(),
             free: Vec::new(),
-            batch: Batch::with_capacity(64),
+            batch: Batch::with_capacity(16),
             owners: Vec::with_capacity(64),
             warned_labels: Default::default(),
         }
@@ -428,7 +428,7 @@ impl Processor {
         if self.batch.is_empty() {
             return;
         }
-        let mut batch = std::mem::replace(&mut self.batch, Batch::with_capacity(64));
+        let mut batch = std::mem::replace(&mut self.batch, Batch::with_capacity(16));
         let mut owners = std::mem::take(&mut self.owners);
         let sent = self.write_direct(&batch);
         if sent == batch.len() {
