@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{Config, Destination, JournalLocation, SourceKind};
+use crate::metrics::Metrics;
 use crate::pipeline::Batch;
 use crate::sinks::Sink;
 
@@ -35,14 +36,7 @@ fn main() -> ExitCode {
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let args = config::Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    daemon_kit::init_tracing();
     let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
@@ -82,8 +76,17 @@ struct Finished {
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // Every counter of this run; each destination's handle goes to its sink and pipeline.
+    let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics_address {
-        metrics::serve(addr).await?;
+        // Bound here, so a bad or taken address fails at start; served in the background.
+        let listener = daemon_kit::bind_metrics(&addr.to_string()).await?;
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = daemon_kit::serve_metrics_on(listener, move || m.render()).await {
+                tracing::error!("the metrics endpoint on {addr} stopped: {e:#}");
+            }
+        });
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -102,7 +105,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| config.rules.hostname_default.clone());
     for &dst in &config.destinations {
         let (tx, rx) = mpsc::channel::<Batch>(pipeline::QUEUED_BATCHES);
-        let m = metrics::for_destination(dst.name());
+        let m = metrics.destination(dst.name());
         let checkpoint = match config.src {
             SourceKind::Journald => {
                 let ns = match &config.journal {
@@ -128,19 +131,20 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     sinks::cloudwatch::config::CloudWatchConfig {
                         retention_days: config.cloudwatch_retention_days,
                     },
+                    m.clone(),
                 )
                 .await?;
                 spawn_delivery(sink, rx, checkpoint.clone(), m.clone(), &done_tx)
             }
             Destination::Loggly => spawn_delivery(
-                sinks::loggly::Loggly::from_env(&tls, &hostname)?,
+                sinks::loggly::Loggly::from_env(&tls, &hostname, m.clone())?,
                 rx,
                 checkpoint.clone(),
                 m.clone(),
                 &done_tx,
             ),
             Destination::Logdna => spawn_delivery(
-                sinks::logdna::Logdna::from_env(&tls, &hostname)?,
+                sinks::logdna::Logdna::from_env(&tls, &hostname, m.clone())?,
                 rx,
                 checkpoint.clone(),
                 m.clone(),
@@ -182,10 +186,11 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| config.rules.hostname_default.clone());
             let stop = stop.clone();
             let done = done_tx.clone();
+            let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name("stdin-reader".into())
                 .spawn(move || {
-                    let mut src = source::stdin::StdinSource::start(host);
+                    let mut src = source::stdin::StdinSource::start(host, metrics);
                     let result = pipeline::read_loop(&mut src, limits, &outs, &stop);
                     let _ = done.send(Finished {
                         what: "stdin reader".into(),
@@ -198,7 +203,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
     drop(done_tx);
 
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // No liveness probe of its own: under a systemd watchdog it pings while the process runs.
+    daemon_kit::notify_ready(|| true);
     tracing::info!(
         destinations = ?config.destinations.iter().map(|d| d.name()).collect::<Vec<_>>(),
         "journal-fanout started"
@@ -209,7 +215,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let begin_stop = |deadline: &mut Option<tokio::time::Instant>| {
         if deadline.is_none() {
             stop.store(true, Ordering::Relaxed);
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            daemon_kit::notify_stopping();
             *deadline = Some(tokio::time::Instant::now() + config.shutdown_timeout);
         }
     };

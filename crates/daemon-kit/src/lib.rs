@@ -58,12 +58,25 @@ pub async fn serve_metrics<F>(addr: &str, render: F) -> anyhow::Result<()>
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
+    serve_metrics_on(bind_metrics(addr).await?, render).await
+}
+
+/// Bind the metrics endpoint's address, so a bad or taken `--metrics-address` fails at start
+/// rather than later in a background task. Serve it with [`serve_metrics_on`].
+pub async fn bind_metrics(addr: &str) -> anyhow::Result<TcpListener> {
     let addr: SocketAddr = addr.parse().with_context(|| {
         format!("--metrics-address {addr:?} is not HOST:PORT (e.g. 127.0.0.1:9102)")
     })?;
-    let listener = TcpListener::bind(addr)
+    TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        .with_context(|| format!("cannot listen for metrics on {addr}"))
+}
+
+/// [`serve_metrics`] on a listener from [`bind_metrics`].
+pub async fn serve_metrics_on<F>(listener: TcpListener, render: F) -> anyhow::Result<()>
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
     let render = Arc::new(render);
     loop {
         let (mut conn, _) = listener.accept().await?;

@@ -42,7 +42,7 @@ pub struct Http {
 }
 
 impl Http {
-    pub fn new(dest: &'static str, tls: &TlsOptions) -> Result<Http> {
+    pub fn new(tls: &TlsOptions, metrics: Arc<metrics::Destination>) -> Result<Http> {
         let mut config = tls.client_config()?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = Client::builder()
@@ -57,7 +57,7 @@ impl Http {
         Ok(Http {
             client,
             backoff: Backoff::default(),
-            metrics: metrics::for_destination(dest),
+            metrics,
         })
     }
 

@@ -7,6 +7,8 @@
 //! key changed type). `LOGDNA_URL=tls://[KEY@]host:port` selects RFC 5424 syslog over TLS with
 //! `[logdna@48950 key="KEY"]`.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use url::Url;
@@ -18,6 +20,7 @@ use super::syslog_tls::{self, sd_escape, SyslogTls};
 use super::tls::TlsOptions;
 use super::truncate::cut;
 use super::{Outcome, Record, Sink};
+use crate::metrics;
 
 pub const DEFAULT_URL: &str = "https://logs.mezmo.com";
 /// Mezmo's documented payload limit.
@@ -116,13 +119,22 @@ enum Inner {
 
 impl Logdna {
     /// From the process environment, for `--dst logdna` (errors name the variable to set).
-    pub fn from_env(tls: &TlsOptions, hostname: &str) -> Result<Logdna> {
+    pub fn from_env(
+        tls: &TlsOptions,
+        hostname: &str,
+        metrics: Arc<metrics::Destination>,
+    ) -> Result<Logdna> {
         let config = LogdnaConfig::from_env(&super::secret::process_env)?;
         tracing::info!(destination = "logdna", endpoint = %config.shown(), "sending");
-        Logdna::new(config, tls, hostname)
+        Logdna::new(config, tls, hostname, metrics)
     }
 
-    pub fn new(config: LogdnaConfig, tls: &TlsOptions, hostname: &str) -> Result<Logdna> {
+    pub fn new(
+        config: LogdnaConfig,
+        tls: &TlsOptions,
+        hostname: &str,
+        metrics: Arc<metrics::Destination>,
+    ) -> Result<Logdna> {
         // The ingest API refuses every request without a hostname (400), which would look
         // like every event being poisoned.
         if hostname.trim().is_empty() {
@@ -130,7 +142,7 @@ impl Logdna {
         }
         let inner = match config.transport {
             Transport::Ingest(ref base) => Inner::Ingest(Ingest {
-                http: Http::new("logdna", tls)?,
+                http: Http::new(tls, metrics)?,
                 target: Target {
                     dest: "logdna",
                     shown: config.shown(),
@@ -141,7 +153,7 @@ impl Logdna {
                 hostname: hostname.to_string(),
             }),
             Transport::Syslog { ref host, port } => Inner::Syslog {
-                conn: Box::new(SyslogTls::new("logdna", host, port, tls)?),
+                conn: Box::new(SyslogTls::new("logdna", host, port, tls, metrics)?),
                 key: config.key.clone(),
                 hostname: hostname.to_string(),
             },

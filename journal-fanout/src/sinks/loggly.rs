@@ -6,6 +6,8 @@
 //! for Loggly; a request holds events of one tag set. `LOGGLY_URL=tls://TOKEN@host:port`
 //! (ecs-logs' form) selects RFC 5424 syslog over TLS with `[TOKEN@41058 tag="…"]`.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 use url::Url;
 
@@ -15,6 +17,7 @@ use super::secret::{mask_userinfo, token_from_env, Env, Secret};
 use super::syslog_tls::{self, sd_escape, SyslogTls};
 use super::tls::TlsOptions;
 use super::{Outcome, Record, Sink};
+use crate::metrics;
 
 pub const DEFAULT_URL: &str = "https://logs-01.loggly.com";
 /// Loggly's documented limits (bulk): 1 MB per event, 5 MB per request.
@@ -145,16 +148,25 @@ enum Inner {
 
 impl Loggly {
     /// From the process environment, for `--dst loggly` (errors name the variable to set).
-    pub fn from_env(tls: &TlsOptions, hostname: &str) -> Result<Loggly> {
+    pub fn from_env(
+        tls: &TlsOptions,
+        hostname: &str,
+        metrics: Arc<metrics::Destination>,
+    ) -> Result<Loggly> {
         let config = LogglyConfig::from_env(&super::secret::process_env)?;
         tracing::info!(destination = "loggly", endpoint = %config.shown(), "sending");
-        Loggly::new(config, tls, hostname)
+        Loggly::new(config, tls, hostname, metrics)
     }
 
-    pub fn new(config: LogglyConfig, tls: &TlsOptions, hostname: &str) -> Result<Loggly> {
+    pub fn new(
+        config: LogglyConfig,
+        tls: &TlsOptions,
+        hostname: &str,
+        metrics: Arc<metrics::Destination>,
+    ) -> Result<Loggly> {
         let inner = match config.transport {
             Transport::Bulk(ref base) => Inner::Bulk(Bulk {
-                http: Http::new("loggly", tls)?,
+                http: Http::new(tls, metrics)?,
                 target: Target {
                     dest: "loggly",
                     shown: config.shown(),
@@ -165,7 +177,7 @@ impl Loggly {
                 tags: config.tags.clone(),
             }),
             Transport::Syslog { ref host, port } => Inner::Syslog {
-                conn: Box::new(SyslogTls::new("loggly", host, port, tls)?),
+                conn: Box::new(SyslogTls::new("loggly", host, port, tls, metrics)?),
                 token: config.token.clone(),
                 tags: config.tags.clone(),
                 hostname: hostname.to_string(),

@@ -19,6 +19,7 @@ use super::logdna::{Logdna, LogdnaConfig};
 use super::loggly::{Loggly, LogglyConfig};
 use super::tls::TlsOptions;
 use super::{Outcome, Record, Sink};
+use crate::metrics::Destination;
 
 const WAIT: Duration = Duration::from_secs(120);
 const GROUPS: [&str; 4] = ["svc/api", "svc-worker", "svc.cron", "_internal"];
@@ -108,21 +109,29 @@ async fn deliver_all(sink: &mut impl Sink, recs: &[Record], batch: usize) -> Out
 }
 
 fn loggly(env: &[(&str, String)], tls: &TlsOptions) -> Loggly {
+    loggly_counted(env, tls, Arc::new(Destination::new("loggly")))
+}
+
+fn loggly_counted(env: &[(&str, String)], tls: &TlsOptions, m: Arc<Destination>) -> Loggly {
     let env: BTreeMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let cfg = LogglyConfig::from_env(&|k: &str| env.get(k).cloned()).expect("loggly config");
-    Loggly::new(cfg, tls, "fanout-host").expect("loggly sink")
+    Loggly::new(cfg, tls, "fanout-host", m).expect("loggly sink")
 }
 
 fn logdna(env: &[(&str, String)], tls: &TlsOptions) -> Logdna {
+    logdna_counted(env, tls, Arc::new(Destination::new("logdna")))
+}
+
+fn logdna_counted(env: &[(&str, String)], tls: &TlsOptions, m: Arc<Destination>) -> Logdna {
     let env: BTreeMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let cfg = LogdnaConfig::from_env(&|k: &str| env.get(k).cloned()).expect("logdna config");
-    Logdna::new(cfg, tls, "fanout-host").expect("logdna sink")
+    Logdna::new(cfg, tls, "fanout-host", m).expect("logdna sink")
 }
 
 /// Every marker 0..n arrived exactly `once` (or at least once).
@@ -384,7 +393,7 @@ async fn poisoned_case(dest: &'static str) {
     };
     let rx = Receiver::start(api);
     rx.set(|b| b.poison = Some("POISON".into()));
-    let m = crate::metrics::for_destination(dest);
+    let m = Arc::new(Destination::new(dest));
     let rejected_before = m.events_rejected.load(std::sync::atomic::Ordering::Relaxed);
     let (tx, batches) = tokio::sync::mpsc::channel(4);
     let feed = async move {
@@ -398,15 +407,17 @@ async fn poisoned_case(dest: &'static str) {
     };
     let run = async {
         if dest == "loggly" {
-            let sink = loggly(
+            let sink = loggly_counted(
                 &[("LOGGLY_TOKEN", tok.clone()), ("LOGGLY_URL", rx.url())],
                 &TlsOptions::default(),
+                m.clone(),
             );
             crate::pipeline::deliver_loop(sink, batches, None, m.clone()).await
         } else {
-            let sink = logdna(
+            let sink = logdna_counted(
                 &[("LOGDNA_TOKEN", tok.clone()), ("LOGDNA_URL", rx.url())],
                 &TlsOptions::default(),
+                m.clone(),
             );
             crate::pipeline::deliver_loop(sink, batches, None, m.clone()).await
         }

@@ -40,7 +40,13 @@ pub struct SyslogTls {
 }
 
 impl SyslogTls {
-    pub fn new(dest: &'static str, host: &str, port: u16, tls: &TlsOptions) -> Result<SyslogTls> {
+    pub fn new(
+        dest: &'static str,
+        host: &str,
+        port: u16,
+        tls: &TlsOptions,
+        metrics: Arc<metrics::Destination>,
+    ) -> Result<SyslogTls> {
         let server_name = ServerName::try_from(host.to_string())
             .map_err(|_| anyhow!("{host:?} is not a valid host name for TLS"))?;
         Ok(SyslogTls {
@@ -52,7 +58,7 @@ impl SyslogTls {
             connector: TlsConnector::from(Arc::new(tls.client_config()?)),
             conn: None,
             backoff: Backoff::default(),
-            metrics: metrics::for_destination(dest),
+            metrics,
         })
     }
 

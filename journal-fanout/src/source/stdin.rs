@@ -3,13 +3,14 @@
 //! counted and reported (with its line number), never shipped half-understood.
 
 use std::io::BufRead;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{Read, Source};
 use crate::event;
+use crate::metrics::Metrics;
 use crate::sinks::Record;
 
 enum Line {
@@ -24,12 +25,14 @@ pub struct StdinSource {
     line_no: u64,
     host: String,
     ended: bool,
+    /// Counts the lines it could not understand.
+    metrics: Arc<Metrics>,
 }
 
 impl StdinSource {
     /// Start reading stdin on a helper thread (a blocking read cannot honour the flush
     /// timeout by itself).
-    pub fn start(host: String) -> StdinSource {
+    pub fn start(host: String, metrics: Arc<Metrics>) -> StdinSource {
         let (tx, rx) = mpsc::sync_channel(4096);
         std::thread::Builder::new()
             .name("stdin".into())
@@ -62,6 +65,7 @@ impl StdinSource {
             line_no: 0,
             host,
             ended: false,
+            metrics,
         }
     }
 
@@ -74,7 +78,7 @@ impl StdinSource {
         match parse_line(text, &self.host) {
             Ok(r) => Read::Record(r, text.len()),
             Err(why) => {
-                crate::metrics::stdin_rejected();
+                self.metrics.stdin_rejected();
                 tracing::warn!(line = self.line_no, "stdin: skipping line: {why}");
                 Read::Skipped
             }

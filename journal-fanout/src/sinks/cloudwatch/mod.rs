@@ -31,11 +31,14 @@ pub struct CloudWatchSink {
 }
 
 impl CloudWatchSink {
-    pub async fn from_env(config: CloudWatchConfig) -> anyhow::Result<CloudWatchSink> {
+    pub async fn from_env(
+        config: CloudWatchConfig,
+        metrics: Arc<metrics::Destination>,
+    ) -> anyhow::Result<CloudWatchSink> {
         Ok(CloudWatchSink {
             client: config::client().await?,
             config,
-            metrics: metrics::for_destination("cloudwatchlogs"),
+            metrics,
         })
     }
 }
