@@ -67,6 +67,13 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 fn main() {
+    // One malloc arena: the stages hand buffers across threads, and per-thread arenas
+    // measurably inflated peak RSS (see docs/BENCHMARKS.md) for no throughput gain.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     daemon_kit::init_tracing();
     if let Err(e) = run(Options::parse()) {
         tracing::error!("{e:#}");
