@@ -442,13 +442,7 @@ impl Moto {
 
     /// Environment for an AWS client to reach this emulator with dummy credentials.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", self.endpoint()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ]
+        aws_env(self.endpoint())
     }
 
     /// Stop the emulator (its state is lost).
@@ -462,6 +456,18 @@ impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Environment for an AWS client to reach `endpoint` (an emulator, or a proxy in front of
+/// one) with dummy credentials and no instance-metadata lookups.
+pub fn aws_env(endpoint: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
 }
 
 fn http_get_ok(port: u16, path: &str) -> bool {

@@ -159,13 +159,7 @@ impl CheckingProxy {
 
     /// AWS environment pointing at this proxy with dummy credentials.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", self.endpoint()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ]
+        testkit::aws_env(self.endpoint())
     }
 
     pub fn assert_no_violations(&self) {
