@@ -229,39 +229,76 @@ pub fn serve(
     }
 }
 
-/// Datagrams, read `SLOTS` at a time with `recvmmsg`.
+/// Datagrams, read `SLOTS` at a time with `recvmmsg`, on a dedicated thread.
 fn serve_dgram(
     fd: i32,
     out: &Sender<Messages>,
     stop: &AtomicBool,
     stats: &IntakeStats,
 ) -> anyhow::Result<()> {
-    // The timeout lets the loop notice shutdown; it costs nothing while lines flow.
-    set_rcvtimeo(fd, Duration::from_millis(100));
-    let mut slots = vec![0u8; SLOTS * MAX_MESSAGE];
-    let mut iovs: Vec<libc::iovec> = slots
-        .chunks_mut(MAX_MESSAGE)
-        .map(|c| libc::iovec {
-            iov_base: c.as_mut_ptr() as *mut libc::c_void,
-            iov_len: c.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: an all-zero mmsghdr is valid; we point it at one iovec.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = iov as *mut libc::iovec;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
+    let mut rx = DgramReceiver::new(fd);
     while !stop.load(Ordering::Relaxed) {
+        if let Some(batch) = rx.recv(stats)? {
+            if out.send(batch).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Receives batches of datagrams from a bound socket; the caller owns the loop (the
+/// processor runs it itself for datagram listeners, saving a thread hand-off per batch).
+pub struct DgramReceiver {
+    fd: i32,
+    // `hdrs` point into `iovs`, which point into `slots`: heap buffers that never move.
+    slots: Vec<u8>,
+    _iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers only point into the struct's own heap buffers.
+unsafe impl Send for DgramReceiver {}
+
+impl DgramReceiver {
+    pub fn new(fd: i32) -> DgramReceiver {
+        // The timeout lets the loop notice shutdown and run its clock; it costs nothing while
+        // lines flow.
+        set_rcvtimeo(fd, Duration::from_millis(100));
+        let mut slots = vec![0u8; SLOTS * MAX_MESSAGE];
+        let mut iovs: Vec<libc::iovec> = slots
+            .chunks_mut(MAX_MESSAGE)
+            .map(|c| libc::iovec {
+                iov_base: c.as_mut_ptr() as *mut libc::c_void,
+                iov_len: c.len(),
+            })
+            .collect();
+        let hdrs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero mmsghdr is valid; we point it at one iovec.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = iov as *mut libc::iovec;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        DgramReceiver {
+            fd,
+            slots,
+            _iovs: iovs,
+            hdrs,
+        }
+    }
+
+    /// Wait (up to the receive timeout) for datagrams; `None` when none came.
+    pub fn recv(&mut self, stats: &IntakeStats) -> anyhow::Result<Option<Messages>> {
+        let fd = self.fd;
         // SAFETY: the headers point at iovecs over `slots`, all alive for the call.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                hdrs.as_mut_ptr(),
+                self.hdrs.as_mut_ptr(),
                 SLOTS as libc::c_uint,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
@@ -269,10 +306,10 @@ fn serve_dgram(
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                _ => return Err(e).context("receiving syslog datagrams"),
-            }
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+                _ => Err(e).context("receiving syslog datagrams"),
+            };
         }
         // Take whatever else is queued already without waiting: with a short socket queue
         // (net.unix.max_dgram_qlen is 10 on some hosts) the first call returns few datagrams.
@@ -282,7 +319,7 @@ fn serve_dgram(
             let more = unsafe {
                 libc::recvmmsg(
                     fd,
-                    hdrs.as_mut_ptr().add(n),
+                    self.hdrs.as_mut_ptr().add(n),
                     (SLOTS - n) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                     std::ptr::null_mut(),
@@ -298,9 +335,9 @@ fn serve_dgram(
             ends: Vec::with_capacity(n),
             truncated: 0,
         };
-        for (i, h) in hdrs.iter_mut().take(n).enumerate() {
+        for (i, h) in self.hdrs.iter_mut().take(n).enumerate() {
             let len = h.msg_len as usize;
-            let m = &slots[i * MAX_MESSAGE..i * MAX_MESSAGE + len.min(MAX_MESSAGE)];
+            let m = &self.slots[i * MAX_MESSAGE..i * MAX_MESSAGE + len.min(MAX_MESSAGE)];
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 batch.truncated += 1;
                 batch.push_marked(m);
@@ -313,11 +350,8 @@ fn serve_dgram(
         stats
             .truncated
             .fetch_add(batch.truncated, Ordering::Relaxed);
-        if out.send(batch).is_err() {
-            break;
-        }
+        Ok(Some(batch))
     }
-    Ok(())
 }
 
 /// A connected stream.

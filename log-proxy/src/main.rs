@@ -152,25 +152,44 @@ fn run(opts: Options) -> anyhow::Result<()> {
             .name("journal".into())
             .spawn(move || journal::run_writer(journal, batch_rx, state))?
     };
-    let processor = {
-        let direct = journal_native::Journal::new(&opts.journal_socket).ok();
-        let p = proxy::Processor::new(
-            limit,
-            Some(lookups),
-            counters,
-            writer_state.clone(),
-            batch_tx,
-            direct,
-        );
-        std::thread::Builder::new()
-            .name("proxy".into())
-            .spawn(move || p.run(intake_rx, answer_rx))?
-    };
-    let intake = {
-        let (stop, stats) = (stop.clone(), intake_stats.clone());
-        std::thread::Builder::new()
-            .name("intake".into())
-            .spawn(move || intake::serve(listener, intake_tx, stop, stats))?
+    let direct = journal_native::Journal::new(&opts.journal_socket).ok();
+    let p = proxy::Processor::new(
+        limit,
+        Some(lookups),
+        counters,
+        writer_state.clone(),
+        batch_tx,
+        direct,
+    );
+    // `intake` is the thread whose end means the listener stopped; for datagrams the
+    // processor receives them itself, for streams an intake thread feeds it.
+    let (intake, processor) = match listener {
+        intake::Listener::Dgram(sock, path) => {
+            drop((intake_tx, intake_rx));
+            let (stop, stats) = (stop.clone(), intake_stats.clone());
+            let h = std::thread::Builder::new()
+                .name("proxy".into())
+                .spawn(move || {
+                    let rx = intake::DgramReceiver::new(std::os::fd::AsRawFd::as_raw_fd(&*sock));
+                    let r = p.run_dgram(rx, &stop, answer_rx, &stats);
+                    drop(sock);
+                    if let Some(path) = path {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    r
+                })?;
+            (h, None)
+        }
+        listener => {
+            let processor = std::thread::Builder::new()
+                .name("proxy".into())
+                .spawn(move || p.run(intake_rx, answer_rx))?;
+            let (stop, stats) = (stop.clone(), intake_stats.clone());
+            let intake = std::thread::Builder::new()
+                .name("intake".into())
+                .spawn(move || intake::serve(listener, intake_tx, stop, stats))?;
+            (intake, Some(processor))
+        }
     };
 
     let processor_alive = Arc::new(AtomicBool::new(true));
@@ -192,9 +211,11 @@ fn run(opts: Options) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("intake thread panicked"))?;
     processor_alive.store(false, Ordering::Relaxed);
-    processor
-        .join()
-        .map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
+    if let Some(processor) = processor {
+        processor
+            .join()
+            .map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
+    }
     writer
         .join()
         .map_err(|_| anyhow::anyhow!("journal writer thread panicked"))?;
