@@ -3,9 +3,12 @@
 //! into journald with the fields Docker's journald driver uses — and says so, in the
 //! container's own log, when it drops lines and how many.
 //!
-//! Data flows one way, one thread per stage:
+//! Data flows one way:
 //! [`intake`] (socket) → [`proxy`] ([`syslog`] parse, [`docker`] metadata, [`limiter`]) →
-//! [`journal`] (writer). The library exists so benchmarks and the fuzzer reach the stages.
+//! [`journal`] (writer). For datagram listeners one thread runs it all while journald keeps
+//! up (hand-offs between threads measured as the main cost); stream listeners get intake
+//! threads, and a writer thread takes over whenever journald would block. The library exists
+//! so benchmarks and the fuzzer reach the stages.
 
 pub mod docker;
 pub mod intake;

@@ -5,7 +5,7 @@
 //! into journald with the fields Docker's journald driver uses — and says so, in the
 //! container's own log, when it drops lines and how many.
 //!
-//! Data flows one way, one thread per stage:
+//! Data flows one way:
 //! `intake` (socket) → `proxy` (syslog parse, `docker` metadata, `limiter`) → `journal` (writer).
 
 use std::sync::atomic::{AtomicBool, Ordering};
