@@ -200,32 +200,25 @@ pub fn serve(
         }
         Listener::UnixStream(l, path) => {
             l.set_nonblocking(true)?;
-            let r = serve_stream(
-                || match l.accept() {
-                    Ok((s, _)) => Ok(Some(Box::new(s) as Box<dyn StreamConn>)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                    Err(e) => Err(e),
-                },
-                &out,
-                &stop,
-                &stats,
-            );
+            let r = serve_stream(|| accepted(l.accept()), &out, &stop, &stats);
             let _ = std::fs::remove_file(path);
             r
         }
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
-            serve_stream(
-                || match l.accept() {
-                    Ok((s, _)) => Ok(Some(Box::new(s) as Box<dyn StreamConn>)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                    Err(e) => Err(e),
-                },
-                &out,
-                &stop,
-                &stats,
-            )
+            serve_stream(|| accepted(l.accept()), &out, &stop, &stats)
         }
+    }
+}
+
+/// A non-blocking accept's result: a connection, or `None` when none is waiting.
+fn accepted<S: StreamConn + 'static, A>(
+    r: io::Result<(S, A)>,
+) -> io::Result<Option<Box<dyn StreamConn>>> {
+    match r {
+        Ok((s, _)) => Ok(Some(Box::new(s))),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
