@@ -2,12 +2,14 @@
 # Installs what the suite's tests, demo and benchmarks run against, on Debian 12 as root:
 # journald (systemd), Docker (docker.io) with busybox-static for a local image, libsystemd
 # for journal-fanout, rsyslog/hyperfine/time for benchmarks, and a Python venv with the
-# CloudWatch Logs emulator (moto) and the peer CLIs (awslogs, awscli).
+# CloudWatch Logs emulator (moto) and the peer CLIs (awslogs, awscli); debootstrap for the
+# container image test's local base image; zsh, fish and man-db to check completions and man pages.
 # Idempotent: a second run only checks.
 set -euo pipefail
 
 VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
-PKGS=(docker.io busybox-static libsystemd-dev pkg-config systemd rsyslog hyperfine time python3-venv python3-pip openssl curl ca-certificates)
+PKGS=(docker.io busybox-static libsystemd-dev pkg-config systemd rsyslog hyperfine time python3-venv python3-pip openssl curl ca-certificates
+      debootstrap zsh fish man-db)
 
 missing=()
 for p in "${PKGS[@]}"; do
