@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "cwlogs",
-    version,
+    version = env!("LOGSUITE_VERSION"),
     about = "List, fetch and follow a service's logs in CloudWatch Logs",
     long_about = "List, fetch and follow a service's logs in CloudWatch Logs.\n\n\
 A service is a log group; its tasks or containers are log streams. Credentials, region and \

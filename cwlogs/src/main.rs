@@ -20,11 +20,12 @@ mod time;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use cli::{Cli, ColorChoice, Command};
 
 fn main() -> ExitCode {
+    cli_gen::generate_if_asked(Cli::command);
     let cli = Cli::parse();
     let color = match cli.color {
         ColorChoice::Always => true,

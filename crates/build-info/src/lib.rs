@@ -1,0 +1,100 @@
+//! Build-script helper that stamps the suite's programs with their version and git revision,
+//! so `PROGRAM --version` says exactly which source a binary was built from:
+//! `log-proxy 0.1.0 (rev 1a2b3c4d5e6f)`, `-dirty` appended when tracked files had
+//! uncommitted changes.
+//!
+//! Each program's `build.rs` calls [`emit`], which sets `LOGSUITE_VERSION` for the crate
+//! (used as `#[command(version = env!("LOGSUITE_VERSION"))]`).
+//!
+//! Where the revision comes from, first found wins:
+//! 1. the environment variable `LOGSUITE_GIT_REV` (packagers, Docker builds without `.git`);
+//! 2. `git rev-parse --short=12 HEAD` in the work tree holding the crate, plus `-dirty` when
+//!    `git status --porcelain --untracked-files=no` lists anything;
+//! 3. `unknown` (a crates tarball, no git installed, a tree git does not trust).
+//!
+//! The script reruns only when HEAD moves (a commit, checkout or reset: `.git/HEAD`, the
+//! branch ref it points to, `packed-refs`), when the crate's own `src/` changes (so `-dirty`
+//! follows edits to the program itself), or when `LOGSUITE_GIT_REV` changes: ordinary
+//! incremental builds do not re-run git.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The environment variable a packager sets to name the revision when there is no `.git`.
+pub const REV_ENV: &str = "LOGSUITE_GIT_REV";
+
+/// Prints the cargo directives that set `LOGSUITE_VERSION` (`VERSION (rev REV)`) for the crate
+/// being built and tell cargo when to recompute it. Call from `build.rs`.
+pub fn emit() {
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+
+    println!("cargo:rerun-if-env-changed={REV_ENV}");
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("src").display()
+    );
+    let from_env = std::env::var(REV_ENV).ok().filter(|r| !r.trim().is_empty());
+    let rev = match from_env {
+        Some(rev) => rev.trim().to_string(),
+        None => match git_rev(&manifest_dir) {
+            Some((rev, watch)) => {
+                for path in watch {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+                rev
+            }
+            None => "unknown".to_string(),
+        },
+    };
+    println!("cargo:rustc-env=LOGSUITE_VERSION={version} (rev {rev})");
+}
+
+/// The short revision of HEAD (with `-dirty`) and the git files whose change moves HEAD,
+/// or `None` when the crate is not in a git work tree that tracks it.
+fn git_rev(dir: &Path) -> Option<(String, Vec<PathBuf>)> {
+    // A tarball unpacked inside some other repository must not take that repository's
+    // revision: the crate's manifest has to be tracked by the work tree git finds.
+    git(dir, &["ls-files", "--error-unmatch", "Cargo.toml"])?;
+    let rev = git(dir, &["rev-parse", "--short=12", "HEAD"])?;
+    // --no-optional-locks: a plain `git status` refreshes the index under index.lock, which
+    // would make a concurrent `git commit` in the same checkout fail.
+    let dirty = git(
+        dir,
+        &[
+            "--no-optional-locks",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ],
+    )
+    .is_some_and(|s| !s.is_empty());
+
+    let mut watch = Vec::new();
+    let mut watch_git_path = |name: &str| {
+        if let Some(p) = git(dir, &["rev-parse", "--git-path", name]) {
+            watch.push(dir.join(p));
+        }
+    };
+    watch_git_path("HEAD");
+    watch_git_path("packed-refs");
+    // On a branch HEAD holds `ref: refs/heads/NAME`; a commit rewrites that file, not HEAD.
+    if let Some(branch) = git(dir, &["symbolic-ref", "-q", "HEAD"]) {
+        watch_git_path(&branch);
+    }
+    let suffix = if dirty { "-dirty" } else { "" };
+    Some((format!("{rev}{suffix}"), watch))
+}
+
+/// Runs git in `dir`; its trimmed stdout when it succeeded.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
