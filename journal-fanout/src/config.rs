@@ -13,7 +13,7 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "journal-fanout",
-    version,
+    version = env!("LOGSUITE_VERSION"),
     about = "Tail journald and ship every container line to stdout and CloudWatch Logs, \
              each destination at its own pace from its own saved journal cursor."
 )]

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -31,6 +31,7 @@ use crate::pipeline::Batch;
 use crate::sinks::Sink;
 
 fn main() -> ExitCode {
+    cli_gen::generate_if_asked(config::Args::command);
     // Fewer malloc arenas: the reader thread and the runtime's threads would otherwise each
     // grow their own, multiplying resident memory for no throughput gain here.
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
