@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use log_proxy::intake::{self, Address};
 use log_proxy::limiter::Limit;
@@ -21,7 +21,7 @@ use log_proxy::{docker, journal, metrics, proxy};
 
 /// Per-container rate-limiting syslog proxy: Docker's syslog log driver in, journald out.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version = env!("LOGSUITE_VERSION"), about, long_about = None)]
 struct Options {
     /// Where to receive syslog: unixgram:///path, unix:///path, udp://host:port, tcp://host:port.
     #[arg(
@@ -67,6 +67,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 fn main() {
+    cli_gen::generate_if_asked(Options::command);
     // One malloc arena: the stages hand buffers across threads, and per-thread arenas
     // measurably inflated peak RSS (see docs/BENCHMARKS.md) for no throughput gain.
     #[cfg(target_env = "gnu")]

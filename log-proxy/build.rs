@@ -1,0 +1,4 @@
+// Sets LOGSUITE_VERSION ("VERSION (rev GITREV)") for `log-proxy --version`.
+fn main() {
+    build_info::emit();
+}
