@@ -178,3 +178,55 @@ fn drop_repeated_preamble(roff: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy() -> Command {
+        Command::new("toy")
+            .version("1.0 (rev abc)")
+            .about("A toy")
+            .arg(Arg::new("color").long("color").global(true))
+            .subcommand(
+                Command::new("run")
+                    .about("Runs")
+                    .arg(Arg::new("fast").long("fast").num_args(0))
+                    .after_help("Examples:\n  toy run --fast\n  toy run"),
+            )
+    }
+
+    fn render(kind: Kind) -> String {
+        let mut out = Vec::new();
+        generate(kind, toy(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn man_page_holds_each_subcommand_as_a_section() {
+        let page = render(Kind::Man);
+        assert!(page.contains(".SH \"TOY RUN\"\n.SS SYNOPSIS"), "{page}");
+        assert!(page.contains("\\fBtoy run\\fR"), "{page}");
+        assert!(page.contains("\\-\\-fast"), "{page}");
+        // Global options are documented once, at the top.
+        assert_eq!(page.matches("\\-\\-color").count(), 2, "{page}"); // synopsis + options
+                                                                      // Notes keep their lines: no-fill mode around them.
+        assert!(page.contains(".SS NOTES\n.nf\nExamples:\n"), "{page}");
+        assert_eq!(
+            page.matches(".ds Aq").count(),
+            2,
+            "one apostrophe preamble:\n{page}"
+        );
+        assert!(
+            !page.contains("toy\\-run(1)"),
+            "no references to separate pages:\n{page}"
+        );
+    }
+
+    #[test]
+    fn completions_are_for_the_program_name() {
+        assert!(render(Kind::CompleteBash).contains("complete -F _toy"));
+        assert!(render(Kind::CompleteZsh).starts_with("#compdef toy"));
+        assert!(render(Kind::CompleteFish).contains("complete -c toy"));
+    }
+}
