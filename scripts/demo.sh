@@ -1,98 +1,290 @@
 #!/usr/bin/env bash
-# Demo of the whole pipeline on this machine:
-#   container ─► Docker syslog driver ─► log-proxy ─► private journald ─► journal-fanout
-#             ─► CloudWatch Logs (local emulator) ─► cwlogs
-# Everything runs privately (a fresh journald namespace, a loopback emulator) and is stopped
-# at the end. Without a working Docker engine, syslog lines are sent by hand instead.
-set -euo pipefail
+# Demo of the whole pipeline on this machine (Debian 12, as root):
+#
+#   containers ─► Docker's syslog driver ─► log-proxy ─► private journald ─► journal-fanout
+#              ─► CloudWatch Logs (moto emulator on loopback) ─► cwlogs
+#
+# Two sources: a quiet 'web' (a dozen lines, one of them an error) and a noisy 'batch' (5000
+# lines against a limit of 100 per 5 s), so you see log-proxy's drop notice in the noisy
+# container's own log while the quiet one loses nothing. Everything runs privately (a fresh
+# journald namespace, the emulator on a free loopback port) and is removed at the end — on
+# success, on failure and on Ctrl-C.
+#
+# Settings (environment):
+#   LOGSUITE_BIN=DIR         use log-proxy, journal-fanout and cwlogs from DIR; skip the build
+#   LOGSUITE_DEMO_DOCKER=    auto (default): real containers when Docker works, else a built-in
+#                            generator; 1: require Docker; 0: always the generator
+#   LOGSUITE_DEMO_KEEP=1     keep the work directory (all logs) instead of removing it
+#   LOGSUITE_VENV=DIR        Python venv with moto_server (default /opt/logsuite-venv)
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh
+
 VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
+USE_DOCKER=${LOGSUITE_DEMO_DOCKER:-auto}
+NOTICE_ID=5c0d9a8a3f1e4b6c9d2e7f10a1b2c3d4 # MESSAGE_ID of log-proxy's notices
+BURST=100 INTERVAL=5s NOISY_LINES=5000
 
-echo "==> building (release)"
-cargo build --release -q -p log-proxy -p journal-fanout -p cwlogs
-BIN=$PWD/target/release
+# ── progress, failure reports, cleanup ───────────────────────────────────────────────────
+STEP="start" STEP_LOGS=() STEP_START=$SECONDS
+step() { # step TITLE [LOG...]: a new stage, with the logs to show if it fails
+  [ "$STEP" = start ] || printf '    (%ss)\n' $((SECONDS - STEP_START))
+  STEP=$1 STEP_START=$SECONDS
+  shift
+  STEP_LOGS=("$@")
+  printf '\n==> [%ss] %s\n' "$SECONDS" "$STEP"
+}
+say() { printf '    %s\n' "$@"; }
 
-NS=demo$$
-WORK=$(mktemp -d /tmp/logsuite-demo.XXXX)
-PIDS=()
+show_log() { # the last lines of a log, indented
+  [ -s "$1" ] || { echo "    ($1 is empty)"; return 0; }
+  echo "    --- last lines of $1:"
+  tail -n 25 "$1" | sed 's/^/    | /'
+}
+
+fail() {
+  trap - ERR
+  {
+    echo
+    echo "demo FAILED in step \"$STEP\": $*"
+    for l in "${STEP_LOGS[@]}"; do show_log "$l"; done
+    if [ "${LOGSUITE_DEMO_KEEP:-0}" != 1 ] && [ -n "${WORK:-}" ]; then
+      echo "    (the work directory $WORK is removed now; rerun with LOGSUITE_DEMO_KEEP=1 to keep every log)"
+    fi
+  } >&2
+  exit 1
+}
+trap 'rc=$?; fail "\`$BASH_COMMAND\` exited with status $rc (line $LINENO)"' ERR
+trap 'echo; echo "interrupted: cleaning up" >&2; exit 130' INT
+trap 'echo "terminated: cleaning up" >&2; exit 143' TERM
+
+NS="" WORK="" CONTAINERS=() DAEMONS=() # DAEMONS: "pid name log" of what must keep running
+JOURNALD_PID=""
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -f "/etc/systemd/journald@$NS.conf"
+  local rc=$? pid
+  trap '' INT TERM
+  trap - ERR
+  set +e
+  if [ ${#CONTAINERS[@]} -gt 0 ]; then
+    # Again after a pause: a `docker run` cut short by Ctrl-C may still be creating one.
+    for _ in 1 2 3; do
+      docker rm -f "${CONTAINERS[@]}" >/dev/null 2>&1
+      sleep 0.3
+      docker ps -a --format '{{.Names}}' | grep -qxF -f <(printf '%s\n' "${CONTAINERS[@]}") || break
+    done
+  fi
+  # Stop in reverse start order, one at a time, journald last: log-proxy flushes into it.
+  local i
+  for ((i = ${#DAEMONS[@]} - 1; i >= -1; i--)); do
+    if ((i >= 0)); then pid=${DAEMONS[i]%% *}; else pid=$JOURNALD_PID; fi
+    [ -n "$pid" ] || continue
+    kill -TERM "$pid" 2>/dev/null
+    # Each exits on SIGTERM within a second or so (log-proxy flushes, journal-fanout saves its
+    # cursor); whatever has not within 20 s is killed.
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  if [ -n "$NS" ]; then
+    rm -f "/etc/systemd/journald@$NS.conf"
+    rm -rf "/run/systemd/journal.$NS" "/run/log/journal/$MACHINE_ID.$NS" "/var/log/journal/$MACHINE_ID.$NS"
+  fi
+  if [ -n "$WORK" ]; then
+    if [ "${LOGSUITE_DEMO_KEEP:-0}" = 1 ]; then echo "    logs kept in $WORK"; else rm -rf "$WORK"; fi
+  fi
+  [ -z "$NS" ] || echo "==> cleaned up: processes stopped, containers, journald namespace $NS and work directory removed"
+  exit "$rc"
 }
 trap cleanup EXIT
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
-  local t=$1 what=$2; shift 2
-  for _ in $(seq 1 $((t * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "timed out waiting for $what" >&2; exit 1
+
+wait_for() { # wait_for SECONDS WHAT COMMAND...: poll until COMMAND succeeds
+  local t=$1 what=$2 entry pid name log
+  shift 2
+  for _ in $(seq 1 $((t * 10))); do
+    "$@" >/dev/null 2>&1 && return 0
+    for entry in "${DAEMONS[@]}"; do # a daemon that died explains the wait better than a timeout
+      read -r pid name log <<<"$entry"
+      if ! kill -0 "$pid" 2>/dev/null; then
+        STEP_LOGS=("$log")
+        wait "$pid" && rc=0 || rc=$?
+        fail "$name exited (status $rc) while waiting for $what"
+      fi
+    done
+    sleep 0.1
+  done
+  fail "timed out after ${t}s waiting for $what"
+}
+start() { # [OUT=FILE] start NAME LOG COMMAND...: a daemon in the background, stopped at the end
+  local name=$1 log=$2
+  shift 2
+  # Its own session: Ctrl-C reaches only this script, whose cleanup stops everything in order.
+  setsid "$@" >>"${OUT:-$log}" 2>>"$log" &
+  DAEMONS+=("$! $name $log")
+  say "started $name (pid $!, log $log)"
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-echo "==> private journald namespace $NS (rate limit off)"
+# ── 1. dependencies and binaries ─────────────────────────────────────────────────────────
+step "dependencies: apt packages, the moto venv, a Docker engine (./scripts/install-deps.sh)"
+if ! ./scripts/install-deps.sh; then
+  [ "$USE_DOCKER" != 1 ] || fail "install-deps.sh failed (see above) and LOGSUITE_DEMO_DOCKER=1 requires Docker"
+  say "install-deps.sh failed (see above); going on if the rest is here, without Docker"
+  USE_DOCKER=0
+fi
+[ -x /lib/systemd/systemd-journald ] || fail "systemd-journald is missing: apt-get install -y systemd"
+[ -x "$VENV/bin/moto_server" ] || fail "$VENV/bin/moto_server is missing: python3 -m venv $VENV && $VENV/bin/pip install 'moto[server]'"
+command -v python3 >/dev/null || fail "python3 is missing: apt-get install -y python3"
+
+if [ -n "${LOGSUITE_BIN:-}" ]; then
+  step "binaries: using the ones in LOGSUITE_BIN=$LOGSUITE_BIN (no build)"
+  BIN=$LOGSUITE_BIN
+else
+  step "binaries: cargo build --release (a fresh clone: ~7 min on 2 cores; later runs reuse target/release)"
+  CARGO=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+  [ -x "$CARGO" ] || fail "cargo is missing: install Rust with rustup (https://rustup.rs), or set LOGSUITE_BIN to a directory holding the three built programs"
+  "$CARGO" build --release -p log-proxy -p journal-fanout -p cwlogs || fail "the build failed (cargo's messages are above)"
+  BIN=$PWD/target/release
+fi
+for b in log-proxy journal-fanout cwlogs; do
+  [ -x "$BIN/$b" ] || fail "$BIN/$b is missing or not executable"
+done
+
+MACHINE_ID=$(cat /etc/machine-id)
+NS=demo$$x$((RANDOM % 1000)) # unique per run: runs in parallel do not meet
+WORK=$(mktemp -d /tmp/logsuite-demo.XXXXXX)
+say "namespace $NS, work directory $WORK"
+
+# ── 2. journald ──────────────────────────────────────────────────────────────────────────
+step "journald: a private namespace $NS (volatile storage, rate limit off)" "$WORK/journald.log"
+say "Stands in for the host's journald, the buffer on local disk that survives outages."
 printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\n' >"/etc/systemd/journald@$NS.conf"
-/lib/systemd/systemd-journald "$NS" >/dev/null 2>&1 & PIDS+=($!)
+rm -rf "/run/systemd/journal.$NS" # a stale socket of an earlier run would look ready
+setsid /lib/systemd/systemd-journald "$NS" >"$WORK/journald.log" 2>&1 &
+JOURNALD_PID=$!
+say "started systemd-journald $NS (pid $JOURNALD_PID, log $WORK/journald.log)"
 JSOCK=/run/systemd/journal.$NS/socket
-wait_for 20 "journald's socket" test -S "$JSOCK"
+for _ in $(seq 1 200); do
+  [ -S "$JSOCK" ] && break
+  kill -0 "$JOURNALD_PID" 2>/dev/null || fail "systemd-journald exited at start"
+  sleep 0.1
+done
+[ -S "$JSOCK" ] || fail "journald's socket $JSOCK did not appear within 20s"
+# (A namespaced journald exits by itself after 30 s without traffic; its files stay readable.)
 
-echo "==> log-proxy: 100 lines per 5s per container"
-"$BIN/log-proxy" --syslog-address "unixgram://$WORK/proxy.sock" --journal-socket "$JSOCK" \
-  --burst 100 --interval 5s --metrics-address 127.0.0.1:0 2>"$WORK/log-proxy.log" & PIDS+=($!)
-wait_for 20 "log-proxy's socket" test -S "$WORK/proxy.sock"
+# ── 3. log-proxy ─────────────────────────────────────────────────────────────────────────
+step "log-proxy: the syslog socket for Docker, each container limited to $BURST lines per $INTERVAL" "$WORK/log-proxy.log"
+METRICS=127.0.0.1:$(free_port)
+PROXY_ARGS=(--syslog-address "unixgram://$WORK/proxy.sock" --journal-socket "$JSOCK"
+  --burst "$BURST" --interval "$INTERVAL" --metrics-address "$METRICS")
+if [ "$USE_DOCKER" = auto ]; then
+  if docker info >/dev/null 2>&1 && docker image inspect busybox:local >/dev/null 2>&1; then USE_DOCKER=1; else USE_DOCKER=0; fi
+fi
+if [ "$USE_DOCKER" = 0 ]; then
+  # No Docker to ask: point the proxy at nothing, as on a host without Docker. It then files
+  # each line under its syslog tag (CONTAINER_TAG) and counts the failed lookup.
+  PROXY_ARGS+=(--docker-host "unix://$WORK/no-docker.sock")
+fi
+start log-proxy "$WORK/log-proxy.log" "$BIN/log-proxy" "${PROXY_ARGS[@]}"
+wait_for 20 "log-proxy's socket $WORK/proxy.sock" test -S "$WORK/proxy.sock"
+wait_for 20 "log-proxy's metrics on $METRICS" curl -sf "http://$METRICS/metrics"
 
-if docker info >/dev/null 2>&1 && docker image inspect busybox:local >/dev/null 2>&1; then
-  echo "==> two real containers through Docker's syslog driver: a quiet 'web' and a noisy 'batch'"
-  run() {
-    docker run --rm --network none --log-driver syslog \
+# ── 4. the two sources ───────────────────────────────────────────────────────────────────
+if [ "$USE_DOCKER" = 1 ]; then
+  step "containers: a quiet 'web' and a noisy 'batch', through Docker's syslog driver" "$WORK/docker.log" "$WORK/log-proxy.log"
+  docker info >/dev/null 2>&1 || fail "Docker does not answer \`docker info\` (LOGSUITE_DEMO_DOCKER=1); start dockerd, or set LOGSUITE_DEMO_DOCKER=0"
+  docker image inspect busybox:local >/dev/null 2>&1 || fail "the image busybox:local is missing: run ./scripts/install-deps.sh"
+  say "web:   10 requests, a JSON warning, then 'database connection reset' on stderr"
+  say "batch: $NOISY_LINES lines as fast as it can — $((NOISY_LINES / BURST))x its budget"
+  run() { # run NAME SERVICE SCRIPT: start one container (detached), its lines to log-proxy
+    CONTAINERS+=("$1") # before it exists: an interrupted start is removed too
+    docker run -d --name "$1" --label "tag=$2" --network none --log-driver syslog \
       --log-opt "syslog-address=unixgram://$WORK/proxy.sock" --log-opt syslog-format=rfc5424micro \
-      --log-opt 'tag={{.ID}}' "$@" >>"$WORK/docker.log" 2>&1
+      --log-opt 'tag={{.ID}}' busybox:local sh -c "$3" >>"$WORK/docker.log" 2>&1 ||
+      fail "docker run of '$1' failed"
   }
-  run --name "web-$NS" --label tag=demo-web busybox:local sh -c '
+  run "web-$NS" demo-web '
     for i in $(seq 1 10); do echo "GET /item/$i 200"; done
     echo "{\"level\":\"WARN\",\"message\":\"slow request\",\"data\":{\"path\":\"/item/7\",\"ms\":912}}"
-    echo "database connection reset" >&2' & web=$!
-  run --name "batch-$NS" --label tag=demo-batch busybox:local sh -c 'seq 1 5000 | while read i; do echo "row $i"; done' & batch=$!
-  wait "$web" "$batch"
+    echo "database connection reset" >&2'
+  run "batch-$NS" demo-batch "seq 1 $NOISY_LINES | while read i; do echo \"row \$i\"; done"
+  say "started containers web-$NS and batch-$NS; waiting for both to exit (docker wait)"
+  codes=$(docker wait "web-$NS" "batch-$NS" 2>>"$WORK/docker.log") || fail "docker wait failed"
+  codes=${codes//$'\n'/ }
+  [ "$codes" = "0 0" ] || fail "the containers exited with status $codes (web, batch)"
+  say "both ran and exited with status 0 (they are removed at the end)"
 else
-  echo "==> no Docker engine here: sending Docker-shaped syslog lines by hand"
-  python3 - "$WORK/proxy.sock" <<'PY'
-import socket, sys
+  step "generator (no Docker): a quiet 'web' and a noisy 'batch', Docker-shaped syslog lines" "$WORK/log-proxy.log"
+  say "Without Docker, a few lines of Python send what Docker's syslog driver would (rfc5424micro)."
+  say "web:   10 requests, a JSON warning, then 'database connection reset' at severity error"
+  say "batch: $NOISY_LINES lines as fast as it can — $((NOISY_LINES / BURST))x its budget"
+  python3 - "$WORK/proxy.sock" "$NOISY_LINES" <<'PY' || fail "the generator could not send to log-proxy"
+import datetime, socket, sys
+sock, noisy = sys.argv[1], int(sys.argv[2])
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-def send(tag, msg, pri=30):
-    s.sendto(f"<{pri}>1 2026-11-22T13:32:28.396128Z vm {tag} 1 {tag} - {msg}\n".encode(), sys.argv[1])
-for i in range(10): send("demo-web", f"GET /item/{i} 200")
-send("demo-web", "database connection reset", 27)
-for i in range(5000): send("demo-batch", f"row {i}")
+def send(tag, msg, severity=6):  # facility daemon (3): PRI = 3*8 + severity, like Docker
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    s.sendto(f"<{24 + severity}>1 {now} {socket.gethostname()} {tag} 1 {tag} - {msg}\n".encode(), sock)
+for i in range(1, 11):
+    send("demo-web", f"GET /item/{i} 200")
+send("demo-web", '{"level":"WARN","message":"slow request","data":{"path":"/item/7","ms":912}}')
+send("demo-web", "database connection reset", 3)
+for i in range(1, noisy + 1):
+    send("demo-batch", f"row {i}")
 PY
+  say "sent"
 fi
 
-NOTICE_ID=5c0d9a8a3f1e4b6c9d2e7f10a1b2c3d4
-wait_for 20 "the drop notices" sh -c "journalctl --namespace=$NS MESSAGE_ID=$NOTICE_ID -o cat | grep -q 'dropped'"
-echo
-echo "==> journald: one line of 'web' with the fields Docker's journald driver writes"
-journalctl --namespace="$NS" CONTAINER_TAG=demo-web -o verbose --no-pager -n 1 |
-  grep -E '^\s+(MESSAGE|PRIORITY|SYSLOG_IDENTIFIER|CONTAINER_[A-Z_]+|IMAGE_NAME)=' || true
-echo
-echo "==> journald: what log-proxy wrote into the noisy container's own log"
-journalctl --namespace="$NS" MESSAGE_ID=$NOTICE_ID -o cat --no-pager
-echo "    (lines of 'batch' kept: $(journalctl --namespace="$NS" CONTAINER_TAG=demo-batch -o cat --no-pager | grep -c '^row '))"
+# ── 5. what journald holds ───────────────────────────────────────────────────────────────
+step "journald: what log-proxy wrote" "$WORK/log-proxy.log" "$WORK/journald.log"
+jctl() { journalctl --namespace="$NS" --no-pager "$@"; }
+kept() { jctl CONTAINER_TAG=demo-batch -o cat | grep -c '^row ' || true; }
+dropped() { { jctl CONTAINER_TAG=demo-batch MESSAGE_ID=$NOTICE_ID -o verbose || true; } | awk -F= '/^ *N_DROPPED=/ { n += $2 } END { print n + 0 }'; }
+# The last notice comes within one interval after the last dropped line: wait until every
+# line of 'batch' is accounted for, kept or counted as dropped.
+accounted() { [ $(($(kept) + $(dropped))) -ge "$NOISY_LINES" ]; }
+wait_for 30 "all $NOISY_LINES lines of 'batch' to be kept or counted in a drop notice" accounted
+K=$(kept) D=$(dropped)
+say "'web', one line with the fields Docker's journald driver writes (journalctl --namespace=$NS CONTAINER_TAG=demo-web):"
+jctl CONTAINER_TAG=demo-web -o verbose -n 1 |
+  grep -E '^\s+(MESSAGE|PRIORITY|SYSLOG_IDENTIFIER|CONTAINER_[A-Z_]+|IMAGE_NAME)=' | sed 's/^ */      /' || true
+say "'web' kept all its $(jctl CONTAINER_TAG=demo-web -o cat | wc -l) lines."
+say "" "'batch' went over its limit; log-proxy said so in batch's own log (MESSAGE_ID=$NOTICE_ID):"
+jctl CONTAINER_TAG=demo-batch MESSAGE_ID=$NOTICE_ID -o cat | sed 's/^/      /'
+say "" "'batch': $K lines kept + $D dropped (the notices' N_DROPPED) = $((K + D)) of $NOISY_LINES sent: none lost silently."
+say "log-proxy's metrics (http://$METRICS/metrics):"
+curl -sf "http://$METRICS/metrics" | grep -E '^log_proxy_(received_lines|forwarded_lines|dropped_lines|notices|docker_lookup_failures)_total' | sed 's/^/      /' || true
 
-echo
-echo "==> journal-fanout: journald ─► CloudWatch Logs (moto emulator on loopback) and stdout"
+# ── 6. journal-fanout into the CloudWatch emulator ───────────────────────────────────────
+step "CloudWatch Logs emulator: moto_server on loopback" "$WORK/moto.log"
 PORT=$(free_port)
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >/dev/null 2>&1 & PIDS+=($!)
-wait_for 60 "the CloudWatch emulator" curl -sf "http://127.0.0.1:$PORT/moto-api/"
-export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1
-"$BIN/journal-fanout" --journal-namespace "$NS" --from head --state-dir "$WORK/state" \
-  --dst stdout,cloudwatchlogs --flush-timeout 1s >"$WORK/fanout.jsonl" 2>"$WORK/fanout.log" & PIDS+=($!)
-wait_for 60 "events in CloudWatch" sh -c "'$BIN/cwlogs' --color never fetch demo-web --since 1h | grep -q 'connection reset'"
-echo "    first event on stdout:"
-grep demo-web "$WORK/fanout.jsonl" | head -1 | sed 's/^/    /'
+start moto "$WORK/moto.log" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT"
+wait_for 60 "the emulator to answer on 127.0.0.1:$PORT" curl -sf "http://127.0.0.1:$PORT/moto-api/"
+export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
+  AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+say "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL (dummy credentials); without it the same commands talk to AWS"
 
-echo
-echo "==> cwlogs groups / list / fetch"
-"$BIN/cwlogs" --color never groups demo
-"$BIN/cwlogs" --color never list demo-web
-"$BIN/cwlogs" --color always fetch demo-web --since 1h
-echo
-echo "==> done: the same commands work against real AWS without AWS_ENDPOINT_URL"
+step "journal-fanout: journald ─► CloudWatch Logs and stdout, group = service tag, stream = container" "$WORK/fanout.log" "$WORK/moto.log"
+OUT=$WORK/fanout.jsonl start journal-fanout "$WORK/fanout.log" "$BIN/journal-fanout" --journal-namespace "$NS" --from head \
+  --state-dir "$WORK/state" --dst stdout,cloudwatchlogs --flush-timeout 1s
+wait_for 60 "'web' in CloudWatch (cwlogs fetch demo-web showing 'connection reset')" \
+  sh -c "'$BIN/cwlogs' --color never fetch demo-web --since 1h | grep -q 'connection reset'"
+say "the first event of 'web' as journal-fanout's stdout destination wrote it:"
+grep -m 1 '"demo-web"' "$WORK/fanout.jsonl" | sed 's/^/      /' || true
+
+# ── 7. cwlogs ────────────────────────────────────────────────────────────────────────────
+step "cwlogs: read it back like a developer" "$WORK/fanout.log" "$WORK/moto.log"
+CW=("$BIN/cwlogs" --color never)
+[ -t 1 ] && CW=("$BIN/cwlogs" --color always)
+say '$ cwlogs groups demo'
+"${CW[@]}" groups demo | sed 's/^/      /'
+say '$ cwlogs list demo-web              # its streams: one per container'
+"${CW[@]}" list demo-web | sed 's/^/      /'
+[ "$USE_DOCKER" = 1 ] || say "(without Docker there is no container name: the stream is 'unknown')"
+say '$ cwlogs fetch demo-web'
+"${CW[@]}" fetch demo-web | sed 's/^/      /'
+say '$ cwlogs fetch demo-batch | tail -n 3    # the drop notice reached CloudWatch too'
+wait_for 30 "the drop notice of 'batch' in CloudWatch" \
+  sh -c "'$BIN/cwlogs' --color never fetch demo-batch --since 1h | grep -q 'log-proxy: dropped'"
+"${CW[@]}" fetch demo-batch | tail -n 3 | sed 's/^/      /'
+
+step "done"
+say "Every program worked: log-proxy, journald, journal-fanout, cwlogs. Next: README.md, docs/."
