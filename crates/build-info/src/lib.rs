@@ -70,17 +70,20 @@ fn git_rev(dir: &Path) -> Option<(String, Vec<PathBuf>)> {
     )
     .is_some_and(|s| !s.is_empty());
 
+    // Cargo reruns the script whenever a watched path is missing, so only existing paths are
+    // watched: a branch ref that is only in packed-refs is watched through its directory
+    // (the next commit writes the loose file there).
+    let git_path = |name: &str| git(dir, &["rev-parse", "--git-path", name]).map(|p| dir.join(p));
     let mut watch = Vec::new();
-    let mut watch_git_path = |name: &str| {
-        if let Some(p) = git(dir, &["rev-parse", "--git-path", name]) {
-            watch.push(dir.join(p));
-        }
-    };
-    watch_git_path("HEAD");
-    watch_git_path("packed-refs");
+    watch.extend(git_path("HEAD").filter(|p| p.exists()));
+    watch.extend(git_path("packed-refs").filter(|p| p.exists()));
     // On a branch HEAD holds `ref: refs/heads/NAME`; a commit rewrites that file, not HEAD.
-    if let Some(branch) = git(dir, &["symbolic-ref", "-q", "HEAD"]) {
-        watch_git_path(&branch);
+    if let Some(branch) = git(dir, &["symbolic-ref", "-q", "HEAD"]).and_then(|b| git_path(&b)) {
+        if branch.exists() {
+            watch.push(branch);
+        } else if let Some(parent) = branch.parent().filter(|p| p.exists()) {
+            watch.push(parent.to_path_buf());
+        }
     }
     let suffix = if dirty { "-dirty" } else { "" };
     Some((format!("{rev}{suffix}"), watch))
