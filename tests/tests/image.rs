@@ -2,12 +2,15 @@
 //! stage is built offline on a Debian base made here (debootstrap + `docker import`), holding
 //! the workspace's own binaries (`--build-arg BINARIES=prebuilt`), and each program runs in it.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use testkit::{docker, docker_cmd, unique_name, workspace_bin};
+use testkit::{
+    docker, docker_cmd, unique_name, wait_until, workspace_bin, Journald, BUSYBOX_IMAGE,
+};
 
 /// The runtime base the test builds on. Made once and kept: a later run that finds an image
 /// with this tag reuses it (delete it to rebuild, e.g. after changing [`BASE_PACKAGES`]).
@@ -18,6 +21,7 @@ const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 const PROGRAMS: [&str; 3] = ["log-proxy", "journal-fanout", "cwlogs"];
 /// The user the Dockerfile creates.
 const IMAGE_UID: &str = "10001";
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 #[test]
 fn runtime_stage_builds_offline_and_runs_each_program_as_a_non_root_user() {
@@ -69,6 +73,189 @@ fn runtime_stage_builds_offline_and_runs_each_program_as_a_non_root_user() {
         ),
         "the image has no CA bundle at /etc/ssl/certs/ca-certificates.crt"
     );
+}
+
+/// The run commands of docs/container-image.md, with a private journald namespace standing in
+/// for the host's journal: a container's line goes through log-proxy in the image (as its
+/// non-root user, the Docker socket reached through `--group-add`) into journald, and
+/// journal-fanout in the image (group systemd-journal) reads it back out.
+#[test]
+fn documented_runs_carry_a_container_line_through_log_proxy_and_journal_fanout_in_the_image() {
+    let image = Image::build();
+    let jd = Journald::start();
+    let ns = jd.namespace().to_string();
+
+    // log-proxy: the proxy's socket directory belongs to the image's user on the host.
+    let proxy_dir = std::env::temp_dir().join(unique_name("log-proxy-dir"));
+    std::fs::create_dir_all(&proxy_dir).unwrap();
+    std::os::unix::fs::chown(&proxy_dir, Some(10001), Some(10001)).unwrap();
+    let docker_gid = std::fs::metadata(DOCKER_SOCKET)
+        .unwrap_or_else(|e| panic!("{DOCKER_SOCKET}: {e}"))
+        .gid()
+        .to_string();
+    let proxy = Removed::container(unique_name("log-proxy"));
+    let proxy_mount = format!("{}:/run/log-proxy", proxy_dir.display());
+    let journal_mount = format!("/run/systemd/journal.{ns}:/run/systemd/journal");
+    let docker_mount = format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}");
+    docker_cmd(
+        &[
+            &["run", "-d", "--name", &proxy.name, "--network", "none"][..],
+            &["--group-add", &docker_gid],
+            &["-v", &proxy_mount],
+            &["-v", &journal_mount],
+            &["-v", &docker_mount],
+            &[&image.tag],
+            &[
+                "--syslog-address",
+                "unixgram:///run/log-proxy/log-proxy.sock",
+            ],
+        ]
+        .concat(),
+    );
+    let socket = proxy_dir.join("log-proxy.sock");
+    wait_until(
+        Duration::from_secs(30),
+        "log-proxy's socket in the image",
+        || {
+            if socket.exists() {
+                return Some(());
+            }
+            let running = docker_cmd(&["inspect", "--format", "{{.State.Running}}", &proxy.name]);
+            assert_eq!(
+                running,
+                "true",
+                "log-proxy in the image exited: {}",
+                logs(&proxy.name)
+            );
+            None
+        },
+    );
+
+    let web = unique_name("web");
+    let line = format!("line from {web}");
+    let address = format!("syslog-address=unixgram://{}", socket.display());
+    docker_cmd(
+        &[
+            &["run", "--rm", "--network", "none", "--name", &web][..],
+            &["--log-driver", "syslog", "--log-opt", &address],
+            &["--log-opt", "syslog-format=rfc5424micro"],
+            &["--log-opt", "tag={{.ID}}"],
+            &[BUSYBOX_IMAGE, "echo", &line],
+        ]
+        .concat(),
+    );
+    // CONTAINER_NAME comes from the Docker API: the socket was reachable as the image's user.
+    let entries = jd.wait_for_count(
+        &[&format!("CONTAINER_NAME={web}")],
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        testkit::field(&entries[0], "MESSAGE").as_deref(),
+        Some(line.as_str())
+    );
+    assert_eq!(
+        testkit::field(&entries[0], "_UID").as_deref(),
+        Some(IMAGE_UID)
+    );
+
+    // journal-fanout: on a host booted by systemd, systemd-tmpfiles gives the journal to group
+    // systemd-journal (directories setgid, so new files inherit it); do the same here.
+    let journal_gid = group_id("systemd-journal");
+    let journal_dir = jd.directory();
+    for entry in std::fs::read_dir(&journal_dir).unwrap() {
+        std::os::unix::fs::chown(entry.unwrap().path(), None, Some(journal_gid)).unwrap();
+    }
+    std::os::unix::fs::chown(&journal_dir, None, Some(journal_gid)).unwrap();
+    std::fs::set_permissions(&journal_dir, std::fs::Permissions::from_mode(0o2750)).unwrap();
+
+    let state = Removed::volume(unique_name("fanout-state"));
+    let fanout = Removed::container(unique_name("journal-fanout"));
+    let journal_group = journal_gid.to_string();
+    let state_mount = format!("{}:/var/lib/journal-fanout", state.name);
+    docker_cmd(
+        &[
+            &["run", "-d", "--name", &fanout.name, "--network", "none"][..],
+            &["--group-add", &journal_group],
+            &["-v", "/run/log/journal:/run/log/journal:ro"],
+            &["-v", "/etc/machine-id:/etc/machine-id:ro"],
+            &["-v", &state_mount],
+            &["--entrypoint", "journal-fanout", &image.tag],
+            &["--journal-namespace", &ns, "--from", "head"],
+            &["--dst", "stdout", "--flush-timeout", "200ms"],
+        ]
+        .concat(),
+    );
+    let event = wait_until(
+        Duration::from_secs(30),
+        "journal-fanout's event in the image",
+        || {
+            // Events are JSON lines on stdout; docker_cmd returns the container's stdout only.
+            let out = docker_cmd(&["logs", &fanout.name]);
+            out.lines().find(|l| l.contains(&line)).map(str::to_string)
+        },
+    );
+    let event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(
+        event["stream"],
+        web.as_str(),
+        "the event's stream is the container name"
+    );
+    assert_eq!(event["event"]["message"], line.as_str());
+    let _ = std::fs::remove_dir_all(&proxy_dir);
+}
+
+/// A container or volume removed (forcibly) on drop.
+struct Removed {
+    kind: &'static str,
+    name: String,
+}
+
+impl Removed {
+    fn container(name: String) -> Removed {
+        Removed {
+            kind: "container",
+            name,
+        }
+    }
+    fn volume(name: String) -> Removed {
+        Removed {
+            kind: "volume",
+            name,
+        }
+    }
+}
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args([self.kind, "rm", "--force", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn logs(container: &str) -> String {
+    Command::new("docker")
+        .args(["logs", container])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default()
+}
+
+fn group_id(name: &str) -> u32 {
+    let groups = std::fs::read_to_string("/etc/group").expect("read /etc/group");
+    groups
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(2)?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the host has no group {name}: run `apt-get install -y systemd`, which creates it"
+            )
+        })
 }
 
 /// The runtime image built for one test; its tag is removed on drop (the base stays cached).
