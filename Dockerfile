@@ -1,7 +1,8 @@
 # One small runtime image holding the suite's three programs; `log-proxy` is the entrypoint.
 #
-#   docker build -t logsuite .                                   # compile here (needs a registry)
-#   docker build -t logsuite --build-arg BINARIES=prebuilt .     # take dist/* instead (offline)
+#   docker build -t logsuite .                                # compile (pulls the Rust image)
+#   docker build -t logsuite --build-arg BINARIES=prebuilt \
+#     --build-arg BASE_IMAGE=LOCAL-IMAGE --network none .      # take dist/* instead: no registry
 #
 # Needs BuildKit (the default builder since Docker 23; on Debian's docker.io 20.10 set
 # DOCKER_BUILDKIT=1): it builds only the stages the target uses, so the prebuilt path never
