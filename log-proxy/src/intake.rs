@@ -98,9 +98,11 @@ pub struct IntakeStats {
 }
 
 /// A bound listener, ready before `serve` (so readiness can be signalled truthfully).
+/// A path is the socket file log-proxy created and removes when it stops; inherited
+/// sockets ([`crate::activation`]) have none.
 pub enum Listener {
     Dgram(Box<dyn AsRawFd + Send>, Option<PathBuf>),
-    UnixStream(UnixListener, PathBuf),
+    UnixStream(UnixListener, Option<PathBuf>),
     Tcp(TcpListener),
 }
 
@@ -144,7 +146,7 @@ pub fn bind(addr: &Address, mode: Option<u32>) -> anyhow::Result<Listener> {
             let l = UnixListener::bind(p)
                 .with_context(|| format!("cannot listen on unix://{}", p.display()))?;
             chmod(p)?;
-            Listener::UnixStream(l, p.clone())
+            Listener::UnixStream(l, Some(p.clone()))
         }
         Address::Tcp(a) => Listener::Tcp(
             TcpListener::bind(a).with_context(|| format!("cannot listen on tcp://{a}"))?,
@@ -201,7 +203,9 @@ pub fn serve(
         Listener::UnixStream(l, path) => {
             l.set_nonblocking(true)?;
             let r = serve_stream(|| accepted(l.accept()), &out, &stop, &stats);
-            let _ = std::fs::remove_file(path);
+            if let Some(p) = path {
+                let _ = std::fs::remove_file(p);
+            }
             r
         }
         Listener::Tcp(l) => {

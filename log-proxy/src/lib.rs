@@ -4,12 +4,13 @@
 //! container's own log, when it drops lines and how many.
 //!
 //! Data flows one way:
-//! [`intake`] (socket) → [`proxy`] ([`syslog`] parse, [`docker`] metadata, [`limiter`]) →
+//! [`intake`] (socket, bound or inherited through [`activation`]) → [`proxy`] ([`syslog`] parse, [`docker`] metadata, [`limiter`]) →
 //! [`journal`] (writer). For datagram listeners one thread runs it all while journald keeps
 //! up (hand-offs between threads measured as the main cost); stream listeners get intake
 //! threads, and a writer thread takes over whenever journald would block. The library exists
 //! so benchmarks and the fuzzer reach the stages.
 
+pub mod activation;
 pub mod docker;
 pub mod intake;
 pub mod journal;

@@ -17,7 +17,7 @@ use clap::{CommandFactory, Parser};
 
 use log_proxy::intake::{self, Address};
 use log_proxy::limiter::Limit;
-use log_proxy::{docker, journal, metrics, proxy};
+use log_proxy::{activation, docker, journal, metrics, proxy};
 
 /// Per-container rate-limiting syslog proxy: Docker's syslog log driver in, journald out.
 #[derive(Parser, Debug)]
@@ -123,7 +123,11 @@ fn run(opts: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let listener = intake::bind(&opts.syslog_address, opts.socket_mode)?;
+    // Started by log-proxy.socket: serve systemd's socket, which outlives restarts.
+    let (listener, activated) = match activation::inherited()? {
+        Some(l) => (l, true),
+        None => (intake::bind(&opts.syslog_address, opts.socket_mode)?, false),
+    };
     let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
     if let Some(addr) = opts.metrics_address.clone() {
         let m = metrics.clone();
@@ -143,7 +147,8 @@ fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     tracing::info!(
-        address = ?opts.syslog_address, journal = %opts.journal_socket.display(),
+        address = %if activated { "the socket systemd passed (LISTEN_FDS)".to_string() } else { format!("{:?}", opts.syslog_address) },
+        journal = %opts.journal_socket.display(),
         docker = %docker_host, limit = %limit, "listening"
     );
 
