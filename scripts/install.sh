@@ -6,6 +6,7 @@
 #   PREFIX/share/bash-completion/completions/NAME          bash completion
 #   PREFIX/share/zsh/site-functions/_NAME                  zsh completion
 #   PREFIX/share/fish/vendor_completions.d/NAME.fish       fish completion
+#   PREFIX/share/doc/logsuite/                             README.md, docs/*.md, examples/
 #   /etc/systemd/system/{log-proxy.socket,log-proxy.service,journal-fanout.service}
 #   /etc/default/{log-proxy,journal-fanout}                commented settings, only if absent
 #
@@ -16,7 +17,7 @@
 # Usage: scripts/install.sh [--prefix DIR] [--destdir DIR] [--bin-dir DIR] [--unit-dir DIR]
 #                           [--no-systemd]
 #   --prefix DIR   where programs, man pages and completions go (default: $PREFIX or /usr/local);
-#                  the units' ExecStart= is rewritten to DIR/bin when it is not /usr/local
+#                  the units' ExecStart= and Documentation= follow it when it is not /usr/local
 #   --destdir DIR  stage everything under DIR (packaging; default: $DESTDIR or none)
 #   --bin-dir DIR  take prebuilt binaries from DIR instead of building (default: $LOGSUITE_BIN;
 #                  else `cargo build --release --locked` here)
@@ -120,12 +121,32 @@ for p in "${PROGRAMS[@]}"; do
   generate "$p" complete-fish "$share/fish/vendor_completions.d/$p.fish"
 done
 
+doc=$share/doc/logsuite
+echo "==> documentation into ${DESTDIR}${doc}"
+install_file 0644 README.md "$doc/README.md"
+for f in docs/*.md; do
+  install_file 0644 "$f" "$doc/${f#docs/}"
+done
+for f in systemd/docker-daemon.json systemd/ecs.config; do
+  if [ -f "$f" ]; then install_file 0644 "$f" "$doc/examples/${f#systemd/}"; fi
+done
+
 if [ "$SYSTEMD" = 1 ]; then
   echo "==> systemd units into ${DESTDIR}${UNIT_DIR}"
   for u in "${UNITS[@]}"; do
-    # The units run the programs from /usr/local/bin; point them at this PREFIX instead.
-    sed -e "/^Exec/s#/usr/local/bin/#${PREFIX%/}/bin/#g" "systemd/$u" >"$WORK/$u"
+    # The units name /usr/local (programs, installed docs); point them at this PREFIX instead.
+    sed -e "/^\(Exec[A-Za-z]*\|Documentation\)=/s#/usr/local/#${PREFIX%/}/#g" "systemd/$u" >"$WORK/$u"
     install_file 0644 "$WORK/$u" "$UNIT_DIR/$u"
+    # A Documentation=file:// link this install did not provide would only fail in front of
+    # the operator (systemctl help): say so now.
+    for link in $(sed -n 's/^Documentation=//p' "$WORK/$u"); do
+      case $link in
+        file://*)
+          [ -e "$DESTDIR${link#file://}" ] ||
+            echo "install.sh: warning: $u links $link, which is not installed (not in docs/ of this checkout)" >&2
+          ;;
+      esac
+    done
   done
   echo "==> settings in ${DESTDIR}/etc/default (never overwritten)"
   for e in "${ENV_FILES[@]}"; do
@@ -149,7 +170,6 @@ if [ "$SYSTEMD" = 1 ]; then
   echo "  systemctl daemon-reload"
   echo "  systemctl enable --now log-proxy.socket journal-fanout.service"
 fi
-echo "  point Docker at log-proxy in /etc/docker/daemon.json:"
-echo '    {"log-driver": "syslog", "log-opts": {"syslog-address": "unixgram:///var/run/rate-limiting-log-proxy.sock",'
-echo '     "syslog-format": "rfc5424micro", "tag": "{{.ID}}"}}'
+echo "  point Docker at log-proxy: merge $doc/examples/docker-daemon.json into /etc/docker/daemon.json"
+echo "  (ECS container instances: $doc/examples/ecs.config into /etc/ecs/ecs.config)"
 echo "  man log-proxy; man journal-fanout; man cwlogs (completions load in new shells)"
