@@ -24,6 +24,7 @@
 #   --unit-dir DIR where unit files go (default: /etc/systemd/system; packages: /lib/systemd/system)
 #   --no-systemd   install no unit files and no /etc/default files
 set -Eeuo pipefail
+CALLER_DIR=$PWD
 cd "$(dirname "$0")/.."
 
 PROGRAMS=(log-proxy journal-fanout cwlogs)
@@ -67,6 +68,9 @@ for dir in "$PREFIX" "$UNIT_DIR"; do
     *'#'* | *$'\n'*) die "'$dir' must not contain '#' or a newline" ;;
   esac
 done
+# Relative --destdir and --bin-dir are meant from where the script was called.
+case $DESTDIR in "" | /*) ;; *) DESTDIR=$CALLER_DIR/$DESTDIR ;; esac
+case $BIN_DIR in "" | /*) ;; *) BIN_DIR=$CALLER_DIR/$BIN_DIR ;; esac
 PREFIX=${PREFIX%/}
 [ -n "$PREFIX" ] || PREFIX=/ # --prefix / is fine (ExecStart then uses /bin)
 
@@ -169,6 +173,8 @@ if [ "$SYSTEMD" = 1 ]; then
   echo "  edit /etc/default/log-proxy and /etc/default/journal-fanout (destinations, credentials)"
   echo "  systemctl daemon-reload"
   echo "  systemctl enable --now log-proxy.socket journal-fanout.service"
+  echo "  (an upgrade: systemctl restart log-proxy.service journal-fanout.service; the socket"
+  echo "   holds containers' lines while log-proxy restarts)"
 fi
 echo "  point Docker at log-proxy: merge $doc/examples/docker-daemon.json into /etc/docker/daemon.json"
 echo "  (ECS container instances: $doc/examples/ecs.config into /etc/ecs/ecs.config)"
