@@ -14,8 +14,8 @@ use clap::{Parser, ValueEnum};
 #[command(
     name = "journal-fanout",
     version = env!("LOGSUITE_VERSION"),
-    about = "Tail journald and ship every container line to stdout and CloudWatch Logs, \
-             each destination at its own pace from its own saved journal cursor."
+    about = "Tail journald and ship every container line to stdout, CloudWatch Logs, Loggly \
+             and LogDNA, each destination at its own pace from its own saved journal cursor."
 )]
 pub struct Args {
     /// Where lines come from: the journal, or JSON lines {"group","stream","event"} on stdin.
