@@ -1,0 +1,376 @@
+//! The host set-up as shipped in `systemd/`: the units pass `systemd-analyze verify` as
+//! installed by `scripts/install.sh`, the socket path agrees everywhere it is written, and a
+//! Docker engine configured with `systemd/docker-daemon.json` (nothing else) sends every
+//! container's lines through a socket-activated log-proxy into journald.
+//!
+//! systemd is not PID 1 here, so the socket unit's part is played by systemd's own
+//! `systemd-socket-activate`, which passes the socket the way `log-proxy.socket` does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use testkit::{field, unique_name, wait_until, workspace_bin, Journald};
+
+/// The path `log-proxy.socket` listens on, as every other file must name it.
+const SOCKET: &str = "/run/rate-limiting-log-proxy.sock";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+}
+
+fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique_name(prefix));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn installed_units_pass_systemd_analyze_verify() {
+    // Installed exactly as an operator would (staged), with the man pages their
+    // Documentation= names, then verified with the programs' path pointing at the staging dir.
+    let dest = temp_dir("units");
+    let bin_dir = workspace_bin("log-proxy").parent().unwrap().to_path_buf();
+    run(Command::new(repo().join("scripts/install.sh"))
+        .arg("--destdir")
+        .arg(&dest)
+        .arg("--bin-dir")
+        .arg(&bin_dir));
+    let units = dest.join("etc/systemd/system");
+    let check = temp_dir("units-check");
+    let names = [
+        "log-proxy.socket",
+        "log-proxy.service",
+        "journal-fanout.service",
+    ];
+    for name in names {
+        let text = std::fs::read_to_string(units.join(name))
+            .unwrap_or_else(|e| panic!("install.sh did not install {name}: {e}"));
+        let staged_bin = format!("{}/usr/local/bin/", dest.display());
+        std::fs::write(
+            check.join(name),
+            text.replace("/usr/local/bin/", &staged_bin),
+        )
+        .unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(names.map(|n| check.join(n)))
+        .env("MANPATH", dest.join("usr/local/share/man"))
+        .output()
+        .expect("systemd-analyze is part of systemd: apt-get install systemd");
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify complained:\n{said}"
+    );
+
+    // The check itself bites: a unit whose man page is missing fails it.
+    let missing = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(check.join("log-proxy.service"))
+        .env("MANPATH", dest.join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(
+        !missing.status.success(),
+        "systemd-analyze verify did not check Documentation=man:"
+    );
+    let _ = std::fs::remove_dir_all(&dest);
+    let _ = std::fs::remove_dir_all(&check);
+}
+
+#[test]
+fn the_socket_path_and_settings_agree_in_every_shipped_file() {
+    let socket_unit = read("systemd/log-proxy.socket");
+    assert!(
+        socket_unit.contains(&format!("\nListenDatagram={SOCKET}\n")),
+        "log-proxy.socket must listen on {SOCKET}"
+    );
+    let daemon: serde_json::Value = serde_json::from_str(&read("systemd/docker-daemon.json"))
+        .expect("systemd/docker-daemon.json is JSON");
+    assert_eq!(daemon["log-driver"], "syslog");
+    assert_eq!(
+        daemon["log-opts"]["syslog-address"],
+        format!("unixgram://{SOCKET}")
+    );
+    assert_eq!(daemon["log-opts"]["syslog-format"], "rfc5424micro");
+    assert_eq!(daemon["log-opts"]["tag"], "{{.ID}}");
+
+    let ecs = read("systemd/ecs.config");
+    let drivers = ecs
+        .lines()
+        .find_map(|l| l.strip_prefix("ECS_AVAILABLE_LOGGING_DRIVERS="))
+        .expect("ecs.config sets ECS_AVAILABLE_LOGGING_DRIVERS");
+    let drivers: Vec<String> =
+        serde_json::from_str(drivers).expect("ECS_AVAILABLE_LOGGING_DRIVERS is a JSON array");
+    assert!(drivers.iter().any(|d| d == "syslog"), "{drivers:?}");
+    assert!(ecs.contains(&format!("unixgram://{SOCKET}")));
+
+    // log-proxy's own default (when started by hand) is the same socket.
+    let help = run(Command::new(workspace_bin("log-proxy")).arg("--help")).stdout;
+    let help = String::from_utf8_lossy(&help);
+    assert!(
+        help.contains(&format!("unixgram://{SOCKET}"))
+            || help.contains(&format!("unixgram:///var{SOCKET}")),
+        "log-proxy's default --syslog-address differs from {SOCKET}:\n{help}"
+    );
+
+    let service = read("systemd/log-proxy.service");
+    for setting in [
+        "Type=notify",
+        "WatchdogSec=",
+        "LogRateLimitIntervalSec=0",
+        "Restart=on-failure",
+        "EnvironmentFile=-/etc/default/log-proxy",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "SupplementaryGroups=docker",
+        "Requires=log-proxy.socket",
+    ] {
+        assert!(
+            service.contains(setting),
+            "log-proxy.service lacks {setting}"
+        );
+    }
+    let fanout = read("systemd/journal-fanout.service");
+    for setting in [
+        "Type=notify",
+        "StateDirectory=journal-fanout",
+        "Restart=on-failure",
+        "EnvironmentFile=-/etc/default/journal-fanout",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "SupplementaryGroups=systemd-journal",
+    ] {
+        assert!(
+            fanout.contains(setting),
+            "journal-fanout.service lacks {setting}"
+        );
+    }
+}
+
+/// A private Docker engine, configured by `daemon.json` alone, stopped and removed on drop.
+struct Dockerd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start(dir: &Path, config: &Path) -> Dockerd {
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(config)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            // The machine's constraints (see test-environment.md), not logging settings.
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--iptables=false",
+                "--bridge=none",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd is not installed: apt-get install docker.io");
+        Dockerd {
+            child,
+            dir: dir.into(),
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn docker(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.arg("-H").arg(self.host()).args(args);
+        c
+    }
+
+    /// Ready = `docker info` answers; `None` if dockerd exited first.
+    fn wait_ready(&mut self) -> Option<()> {
+        wait_until(Duration::from_secs(60), "the private dockerd", || {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(None);
+            }
+            let ok = self
+                .docker(&["info"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            ok.then_some(Some(()))
+        })
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd stop its containerd and unmount what it mounted.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let _ = self.child.wait();
+        // dockerd bind-mounts its data root onto itself; undo what is left before removing.
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.join("data"))
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn docker_configured_by_daemon_json_logs_every_container_through_log_proxy() {
+    let jd = Journald::start();
+    let dir = temp_dir("daemon-json");
+    let socket = dir.join("proxy.sock");
+    // The shipped daemon.json, with only the socket path moved into this test's directory.
+    let config = dir.join("daemon.json");
+    let shipped = read("systemd/docker-daemon.json");
+    assert!(shipped.contains(SOCKET));
+    std::fs::write(&config, shipped.replace(SOCKET, socket.to_str().unwrap())).unwrap();
+
+    // Docker refuses to start with this daemon.json while the socket does not exist: the
+    // reason log-proxy.socket is ordered Before=docker.service.
+    let early_dir = temp_dir("daemon-json-early");
+    let mut early = Dockerd::start(&early_dir, &config);
+    assert_eq!(
+        early.wait_ready(),
+        None,
+        "dockerd started without the syslog socket"
+    );
+    assert!(
+        early.log().contains(socket.to_str().unwrap()),
+        "dockerd should name the missing socket: {}",
+        early.log()
+    );
+    drop(early);
+
+    let data_dir = dir.join("engine");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let engine_host = format!("unix://{}", data_dir.join("docker.sock").display());
+    // log-proxy.socket: the socket exists now; log-proxy starts on the first datagram.
+    let proxy_log = dir.join("log-proxy.log");
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("--datagram")
+        .arg("--listen")
+        .arg(&socket)
+        .arg(workspace_bin("log-proxy"))
+        .arg("--journal-socket")
+        .arg(jd.socket())
+        .arg("--docker-host")
+        .arg(&engine_host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&proxy_log).unwrap())
+        .spawn()
+        .expect("systemd-socket-activate is part of systemd: apt-get install systemd");
+    wait_until(Duration::from_secs(10), "the activation socket", || {
+        socket.exists().then_some(())
+    });
+
+    let mut engine = Dockerd::start(&data_dir, &config);
+    engine
+        .wait_ready()
+        .unwrap_or_else(|| panic!("dockerd exited: {}", engine.log()));
+    let info = engine
+        .docker(&["info", "--format", "{{.LoggingDriver}}"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), "syslog");
+
+    // A minimal image for this engine (nothing can be pulled here).
+    let root = dir.join("rootfs/bin");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy("/bin/busybox", root.join("busybox"))
+        .expect("/bin/busybox is missing: apt-get install busybox-static");
+    std::os::unix::fs::symlink("busybox", root.join("sh")).unwrap();
+    let image = "daemon-json:local";
+    run(Command::new("sh").arg("-c").arg(format!(
+        "tar -C {} -c . | docker -H {} import - {image} >/dev/null",
+        dir.join("rootfs").display(),
+        engine.host()
+    )));
+
+    // No --log-driver, no --log-opt: the daemon's defaults from daemon.json apply.
+    let name = unique_name("dj");
+    let out = engine
+        .docker(&["run", "--rm", "--network", "none", "--name", &name, image])
+        .args(["sh", "-c", "echo first line; echo second line >&2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries = jd.wait_for_count(
+        &[&format!("CONTAINER_NAME={name}")],
+        2,
+        Duration::from_secs(30),
+    );
+    let mut got: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| (field(e, "MESSAGE").unwrap(), field(e, "PRIORITY").unwrap()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("first line".to_string(), "6".to_string()),
+            ("second line".to_string(), "3".to_string())
+        ],
+        "stdout at info, stderr at err, with Docker metadata (CONTAINER_NAME)"
+    );
+    let e = &entries[0];
+    assert_eq!(field(e, "IMAGE_NAME").as_deref(), Some(image));
+    assert_eq!(field(e, "CONTAINER_ID").map(|s| s.len()), Some(12));
+
+    drop(engine);
+    let _ = activator.kill();
+    let _ = activator.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
