@@ -26,9 +26,9 @@ NOTICE_ID=5c0d9a8a3f1e4b6c9d2e7f10a1b2c3d4 # MESSAGE_ID of log-proxy's notices
 BURST=100 INTERVAL=5s NOISY_LINES=5000 QUIET_LINES=12
 
 # ── progress, failure reports, cleanup ───────────────────────────────────────────────────
-STEP="start" STEP_LOGS=() STEP_START=$SECONDS
+STEP="checking for Rust" STEP_LOGS=() STEP_START=""
 step() { # step TITLE [LOG...]: a new stage, with the logs to show if it fails
-  [ "$STEP" = start ] || printf '    (%ss)\n' $((SECONDS - STEP_START))
+  [ -z "$STEP_START" ] || printf '    (%ss)\n' $((SECONDS - STEP_START))
   STEP=$1 STEP_START=$SECONDS
   shift
   STEP_LOGS=("$@")
@@ -125,6 +125,10 @@ start() { # [OUT=FILE] start NAME LOG COMMAND...: a daemon in the background, st
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ── 1. dependencies and binaries ─────────────────────────────────────────────────────────
+if [ -z "${LOGSUITE_BIN:-}" ]; then # before installing anything: the build needs Rust
+  CARGO=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+  [ -x "$CARGO" ] || fail "cargo is missing: install Rust with rustup (https://rustup.rs), or set LOGSUITE_BIN to a directory holding the three built programs"
+fi
 step "dependencies: apt packages, the moto venv, a Docker engine (./scripts/install-deps.sh)"
 if ! ./scripts/install-deps.sh; then
   [ "$USE_DOCKER" != 1 ] || fail "install-deps.sh failed (see above) and LOGSUITE_DEMO_DOCKER=1 requires Docker"
@@ -142,8 +146,6 @@ else
   # The debug build: ~3 min from a fresh clone on 2 cores, against ~8 for --release, and
   # plenty fast for a demo; the same command as ./scripts/test.sh, so each reuses the other's.
   step "binaries: cargo build --workspace --bins (fresh clone: ~3 min on 2 cores; later runs reuse target/debug)"
-  CARGO=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
-  [ -x "$CARGO" ] || fail "cargo is missing: install Rust with rustup (https://rustup.rs), or set LOGSUITE_BIN to a directory holding the three built programs"
   "$CARGO" build --workspace --bins || fail "the build failed (cargo's messages are above)"
   BIN=$PWD/target/debug
 fi
@@ -295,4 +297,4 @@ wait_for 30 "the drop notice of 'batch' in CloudWatch" in_cloudwatch demo-batch 
 "${CW[@]}" fetch demo-batch | tail -n 3 | sed 's/^/      /'
 
 step "done"
-say "Every program worked: log-proxy, journald, journal-fanout, cwlogs. Next: README.md, docs/."
+say "Every program worked (log-proxy, journald, journal-fanout, cwlogs), in ${SECONDS}s. Next: README.md, docs/."
