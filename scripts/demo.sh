@@ -101,7 +101,9 @@ wait_for() { # wait_for SECONDS WHAT COMMAND...: poll until COMMAND succeeds
   local t=$1 what=$2 entry pid name log
   shift 2
   for _ in $(seq 1 $((t * 10))); do
-    "$@" >/dev/null 2>&1 && return 0
+    # In a subshell: were a trap to run while this shell's own output is redirected, its
+    # messages (interrupted, cleaned up) would go to /dev/null.
+    ("$@") >/dev/null 2>&1 && return 0
     for entry in "${DAEMONS[@]}"; do # a daemon that died explains the wait better than a timeout
       read -r pid name log <<<"$entry"
       if ! kill -0 "$pid" 2>/dev/null; then
