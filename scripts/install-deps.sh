@@ -3,13 +3,14 @@
 # journald (systemd), Docker (docker.io) with busybox-static for a local image, libsystemd
 # for journal-fanout, rsyslog/hyperfine/time for benchmarks, and a Python venv with the
 # CloudWatch Logs emulator (moto) and the peer CLIs (awslogs, awscli); debootstrap for the
-# container image test's local base image; zsh, fish and man-db to check completions and man pages.
+# container image test's local base image (binutils: strip); strace for the syscall-filter
+# test; zsh, fish and man-db to check completions and man pages.
 # Idempotent: a second run only checks.
 set -euo pipefail
 
 VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
 PKGS=(docker.io busybox-static libsystemd-dev pkg-config systemd rsyslog hyperfine time python3-venv python3-pip openssl curl ca-certificates
-      debootstrap zsh fish man-db)
+      debootstrap binutils strace zsh fish man-db)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -33,7 +34,8 @@ fi
 # because this kind of machine has no overlayfs or iptables for it.
 if ! docker info >/dev/null 2>&1; then
   echo "==> starting dockerd"
-  nohup dockerd --storage-driver vfs --iptables=false --bridge=none >/tmp/logsuite-dockerd.log 2>&1 &
+  # Its own session: a Ctrl-C in the demo that started it must not stop the engine.
+  setsid nohup dockerd --storage-driver vfs --iptables=false --bridge=none >/tmp/logsuite-dockerd.log 2>&1 &
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/logsuite-dockerd.log" >&2; exit 1; }
 fi
