@@ -86,6 +86,23 @@ fn installed_units_pass_systemd_analyze_verify() {
         "systemd-analyze verify complained:\n{said}"
     );
 
+    // Hardening, as systemd scores it (0 = fully locked down, 10 = unprotected): both daemons
+    // must stay at or below 2.0 ("OK"; 1.5 when written).
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
+        .args(["log-proxy.service", "journal-fanout.service"].map(|n| check.join(n)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a unit's exposure level rose above 2.0:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains('✗') || l.contains("Overall"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
     // The check itself bites: a unit whose man page is missing fails it.
     let missing = Command::new("systemd-analyze")
         .arg("verify")
