@@ -90,6 +90,20 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         });
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
+    // Files libsystemd cannot open it skips without a word: say so before reading.
+    #[cfg(feature = "journald")]
+    let journal_access = match config.src {
+        SourceKind::Journald => {
+            match source::journal_access::check(&config.journal, &metrics, None) {
+                Ok(outcome) => Some(outcome),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        SourceKind::Stdin => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let mut running = 0usize;
@@ -172,6 +186,11 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 spawn_journal_reader(&config, dst, cursor, vec![(tx, m)], &stop, &done_tx)?;
                 running += 1;
             }
+            #[cfg(feature = "journald")]
+            if let Some(first) = journal_access {
+                spawn_journal_access_watch(&config, first, &metrics, &stop, &done_tx)?;
+                running += 1;
+            }
             #[cfg(not(feature = "journald"))]
             anyhow::bail!(
                 "this build has no journald support (feature `journald`); use --src stdin"
@@ -212,6 +231,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     );
 
     let mut failed = false;
+    let mut config_error = false;
     let mut deadline: Option<tokio::time::Instant> = None;
     let begin_stop = |deadline: &mut Option<tokio::time::Instant>| {
         if deadline.is_none() {
@@ -233,7 +253,13 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             Some(f) = done_rx.recv() => {
                 running -= 1;
                 if let Err(e) = f.result {
-                    tracing::error!("{} stopped: {e:#}", f.what);
+                    if is_config_error(&e) {
+                        // Its message says it all (what, where, as whom, the fix).
+                        tracing::error!("{e}");
+                        config_error = true;
+                    } else {
+                        tracing::error!("{} stopped: {e:#}", f.what);
+                    }
                     failed = true;
                     begin_stop(&mut deadline);
                 }
@@ -249,11 +275,24 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     tracing::info!("journal-fanout stopped");
-    Ok(if failed {
+    Ok(if config_error {
+        ExitCode::from(2)
+    } else if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// An error that a configuration change must fix (exit status 2).
+fn is_config_error(e: &anyhow::Error) -> bool {
+    #[cfg(feature = "journald")]
+    return e.is::<source::journal_access::CannotRead>();
+    #[cfg(not(feature = "journald"))]
+    return {
+        let _ = e;
+        false
+    };
 }
 
 fn spawn_delivery<S: Sink>(
@@ -293,11 +332,42 @@ fn spawn_journal_reader(
     std::thread::Builder::new()
         .name(format!("journal-{}", dst.name()))
         .spawn(move || {
-            let result =
+            let result = if source::journald::wait_for_directory(&location, &stop) {
                 source::journald::JournaldSource::open(&location, rules, cursor.as_deref(), from)
-                    .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop));
+                    .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop))
+            } else {
+                Ok(())
+            };
             let _ = done.send(Finished { what, result });
         })
         .context("cannot start a journal reader thread")?;
+    Ok(())
+}
+
+/// Look at the journal's files again now and then (see `source::journal_access`).
+#[cfg(feature = "journald")]
+fn spawn_journal_access_watch(
+    config: &Config,
+    first: source::journal_access::Outcome,
+    metrics: &Arc<Metrics>,
+    stop: &Arc<AtomicBool>,
+    done: &mpsc::UnboundedSender<Finished>,
+) -> anyhow::Result<()> {
+    let (location, metrics, stop, done) = (
+        config.journal.clone(),
+        metrics.clone(),
+        stop.clone(),
+        done.clone(),
+    );
+    std::thread::Builder::new()
+        .name("journal-access".into())
+        .spawn(move || {
+            let result = source::journal_access::watch(&location, &metrics, first, &stop);
+            let _ = done.send(Finished {
+                what: "journal access check".into(),
+                result,
+            });
+        })
+        .context("cannot start the journal access check thread")?;
     Ok(())
 }

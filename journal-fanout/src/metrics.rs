@@ -3,7 +3,7 @@
 //! through the per-destination [`Destination`] handles it hands out.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One destination's counters.
@@ -46,6 +46,11 @@ pub struct Metrics {
     destinations: Mutex<Vec<Arc<Destination>>>,
     /// Lines on stdin that could not be understood.
     stdin_rejected: AtomicU64,
+    /// The journal's files were looked at (journal source only): the two gauges below apply.
+    journal_checked: AtomicBool,
+    journal_files_readable: AtomicU64,
+    /// Journal files (or directories) that exist where we read but cannot be opened.
+    journal_files_unreadable: AtomicU64,
 }
 
 impl Metrics {
@@ -67,6 +72,16 @@ impl Metrics {
     /// A stdin line that could not be understood.
     pub fn stdin_rejected(&self) {
         self.stdin_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the last look at the journal's files found.
+    #[cfg_attr(not(feature = "journald"), allow(dead_code))]
+    pub fn set_journal_files(&self, readable: u64, unreadable: u64) {
+        self.journal_files_readable
+            .store(readable, Ordering::Relaxed);
+        self.journal_files_unreadable
+            .store(unreadable, Ordering::Relaxed);
+        self.journal_checked.store(true, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every counter.
@@ -160,6 +175,19 @@ impl Metrics {
          journal_fanout_stdin_lines_rejected_total {}",
         self.stdin_rejected.load(Ordering::Relaxed)
     );
+        if self.journal_checked.load(Ordering::Relaxed) {
+            let _ = writeln!(
+                out,
+                "# HELP journal_fanout_journal_files_readable Journal files where journal-fanout reads that it can open.\n\
+                 # TYPE journal_fanout_journal_files_readable gauge\n\
+                 journal_fanout_journal_files_readable {}\n\
+                 # HELP journal_fanout_journal_files_unreadable Journal files (or journal directories) that exist where journal-fanout reads but cannot be opened: their lines are not shipped.\n\
+                 # TYPE journal_fanout_journal_files_unreadable gauge\n\
+                 journal_fanout_journal_files_unreadable {}",
+                self.journal_files_readable.load(Ordering::Relaxed),
+                self.journal_files_unreadable.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

@@ -6,6 +6,7 @@
 //! [`Loss`]. While running, journal sequence numbers between two cursors tell whether
 //! entries vanished before we read them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -256,6 +257,21 @@ impl Source for JournaldSource {
     fn take_loss(&mut self) -> Option<Loss> {
         self.loss.take()
     }
+}
+
+/// Wait until a `--journal-dir` exists: libsystemd refuses to open a missing one, and it may
+/// yet be created or mounted (the start-up check has warned about it). Returns false when
+/// asked to stop first.
+pub fn wait_for_directory(location: &JournalLocation, stop: &AtomicBool) -> bool {
+    if let JournalLocation::Directory(dir) = location {
+        while !dir.is_dir() {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    true
 }
 
 /// Open the journal at `location` for reading whole fields.

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use crate::sinks::Record;
 
 #[cfg(feature = "journald")]
+pub mod journal_access;
+#[cfg(feature = "journald")]
 pub mod journald;
 pub mod stdin;
 
