@@ -52,10 +52,23 @@ pub struct Fanout {
 
 impl Fanout {
     pub fn start(args: &[&str], env: &[(&str, String)]) -> Fanout {
+        Fanout::start_under(&[], args, env)
+    }
+
+    /// Start it through a wrapper command, e.g. `setpriv --reuid=nobody ...`.
+    pub fn start_under(wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Fanout {
         let dir = tempfile::tempdir().unwrap();
         let stdout = dir.path().join("stdout");
         let stderr = dir.path().join("stderr");
-        let child = Command::new(BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "info")
