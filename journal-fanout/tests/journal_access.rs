@@ -218,6 +218,63 @@ fn missing_journal_dir_warns_and_waits_for_it() {
 }
 
 #[test]
+fn namespace_created_after_the_start_is_read_from_its_first_line() {
+    // The namespace's journald is not running and its directory does not exist yet.
+    let mut j = Journald::start();
+    j.stop();
+    // (journald may not have created it yet)
+    let _ = std::fs::remove_dir_all(j.directory());
+    assert!(!j.directory().exists());
+    let state = tempfile::tempdir().unwrap();
+    // `--from tail` (the default): lines of a journal that did not exist at the start are new.
+    let mut f = Fanout::start(
+        &[
+            "--journal-namespace",
+            j.namespace(),
+            "--dst",
+            "stdout",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+            "--flush-timeout",
+            "200ms",
+        ],
+        &[],
+    );
+    let want = format!("looked in /var/log/journal/{}", {
+        let d = j.directory();
+        d.file_name().unwrap().to_string_lossy().into_owned()
+    });
+    let line = wait_until(Duration::from_secs(30), "the warning on stderr", || {
+        f.stderr_text()
+            .lines()
+            .find(|l| l.contains(&want))
+            .map(str::to_string)
+    });
+    assert!(
+        line.contains(&format!("{} (does not exist)", j.directory().display()))
+            && line.contains(&format!(
+                "systemd-journald@{} creates one of them when it first starts",
+                j.namespace()
+            )),
+        "{line}"
+    );
+    j.restart();
+    write_entries(
+        j.socket(),
+        (0..10).map(|i| container_line("acc", "c", &format!("line-{i}"))),
+    );
+    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
+        let m = messages(&f);
+        (m.len() >= 10).then_some(m)
+    });
+    assert_eq!(
+        got,
+        (0..10).map(|i| format!("line-{i}")).collect::<Vec<_>>()
+    );
+    assert!(f.terminate().success());
+}
+
+#[test]
 fn journal_files_it_may_not_open_are_a_clear_error_and_exit_2() {
     let j = journal_with_lines(10);
     let dir = open_dir();

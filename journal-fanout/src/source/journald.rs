@@ -5,15 +5,21 @@
 //! entry we landed on — the oldest one after it — is read, with the gap reported as a
 //! [`Loss`]. While running, journal sequence numbers between two cursors tell whether
 //! entries vanished before we read them.
+//!
+//! A journal with no files at the start is looked at again every second until files appear,
+//! then opened anew and read from its first entry (whatever `--from` says: every entry of a
+//! journal that did not exist at the start is new). libsystemd would miss them: it does not
+//! notice a namespace directory created after it opened the journal, so a namespace whose
+//! journald starts after journal-fanout would never be read.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{TimeZone, Utc};
 use systemd::journal::{Journal, OpenDirectoryOptions, OpenOptions};
 
-use super::{Loss, Read, Source};
+use super::{journal_access, Loss, Read, Source};
 use crate::config::{EventRules, JournalLocation, StartAt};
 use crate::event::{self, JournalEntry};
 
@@ -21,6 +27,9 @@ use crate::event::{self, JournalEntry};
 /// journal files it has read mapped; reopening drops those mappings, which keeps the resident
 /// memory small while catching up through a large journal.
 const REOPEN_EVERY: u64 = 10_000;
+
+/// How often a journal without files is looked at again.
+const FILES_RECHECK: Duration = Duration::from_secs(1);
 
 pub struct JournaldSource {
     journal: Journal,
@@ -33,6 +42,9 @@ pub struct JournaldSource {
     last_position: Option<Position>,
     loss: Option<Loss>,
     read_since_open: u64,
+    /// The journal had no files when opened and nothing has been read since: when we last
+    /// looked for files, and the cursor to resume after once they appear.
+    awaiting_files: Option<(Instant, Option<String>)>,
 }
 
 impl JournaldSource {
@@ -43,6 +55,8 @@ impl JournaldSource {
         cursor: Option<&str>,
         from: StartAt,
     ) -> anyhow::Result<JournaldSource> {
+        let awaiting_files = (journal_access::survey(location).readable == 0)
+            .then(|| (Instant::now(), cursor.map(str::to_string)));
         let journal = open(location)?;
         let mut src = JournaldSource {
             journal,
@@ -53,6 +67,7 @@ impl JournaldSource {
             last_position: None,
             loss: None,
             read_since_open: 0,
+            awaiting_files,
         };
         match cursor {
             Some(c) => src.resume(c)?,
@@ -67,6 +82,33 @@ impl JournaldSource {
         self.current_unread = false;
         self.read_since_open = 0;
         self.resume(cursor)
+    }
+
+    /// While the journal has no files: once they appear, open it anew and read from the
+    /// first entry (or after the saved cursor). True when it was reopened.
+    fn reopen_if_files_appeared(&mut self) -> anyhow::Result<bool> {
+        let Some((checked, cursor)) = &mut self.awaiting_files else {
+            return Ok(false);
+        };
+        if checked.elapsed() < FILES_RECHECK {
+            return Ok(false);
+        }
+        *checked = Instant::now();
+        if journal_access::survey(&self.location).readable == 0 {
+            return Ok(false);
+        }
+        let cursor = cursor.take();
+        self.awaiting_files = None;
+        tracing::info!("journal files appeared; reading them from their first entry");
+        self.journal = open(&self.location)?;
+        self.current_unread = false;
+        self.read_since_open = 0;
+        self.loss = None;
+        match cursor {
+            Some(c) => self.resume(&c)?,
+            None => self.start(StartAt::Head)?,
+        }
+        Ok(true)
     }
 
     fn start(&mut self, from: StartAt) -> anyhow::Result<()> {
@@ -140,6 +182,7 @@ impl JournaldSource {
     }
 
     fn read_current(&mut self) -> anyhow::Result<Read> {
+        self.awaiting_files = None;
         self.read_since_cursor += 1;
         self.read_since_open += 1;
         let mut e = JournalEntry {
@@ -209,6 +252,9 @@ impl Source for JournaldSource {
     }
 
     fn wait(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if self.reopen_if_files_appeared()? {
+            return Ok(());
+        }
         self.journal
             .wait(Some(timeout))
             .context("cannot wait for journal changes")?;
