@@ -293,7 +293,7 @@ fn journal_files_it_may_not_open_are_a_clear_error_and_exit_2() {
         .unwrap_or_else(|| panic!("an error line in: {err}"));
     for want in [
         format!(
-            "cannot read the journal: {} has journal files but this process can open none of them",
+            "cannot read the journal: this process may not open the journal files in {}, and there are no others, so nothing would ever be shipped",
             dir.path().display()
         ),
         format!("{}: Permission denied", files[0].display()),

@@ -127,8 +127,8 @@ impl Survey {
             _ => {
                 let _ = write!(
                     m,
-                    "cannot read the journal: {} has journal files but this process can open \
-                     none of them, so nothing would ever be shipped. ",
+                    "cannot read the journal: this process may not open the journal files in \
+                     {}, and there are no others, so nothing would ever be shipped. ",
                     self.unreadable_places()
                 );
             }
