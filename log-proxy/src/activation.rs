@@ -60,6 +60,12 @@ fn listener(fd: RawFd) -> anyhow::Result<Listener> {
         anyhow::anyhow!("LISTEN_FDS says fd {fd} was passed, but it is not a socket ({e})")
     })?;
     let domain = sockopt(fd, libc::SO_DOMAIN)?;
+    if domain == libc::AF_UNIX && unix_name(fd)?.is_none() {
+        bail!(
+            "fd {fd}, passed as a listening socket (LISTEN_FDS), is an unbound unix socket: \
+             not one systemd created; start log-proxy from log-proxy.socket or without LISTEN_FDS"
+        );
+    }
     // SAFETY: `fd` is ours from here on: systemd passed it to this process (LISTEN_PID
     // matched) and nothing else in the process uses descriptor 3 by number.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -83,6 +89,30 @@ fn listener(fd: RawFd) -> anyhow::Result<Listener> {
              Accept=no in log-proxy.socket"
         ),
     }
+}
+
+/// The path (or abstract name) a unix socket is bound to; `None` when unbound.
+fn unix_name(fd: RawFd) -> anyhow::Result<Option<String>> {
+    // SAFETY: an all-zero sockaddr_un is valid; getsockname writes at most `len` bytes.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let r = unsafe { libc::getsockname(fd, &mut addr as *mut _ as *mut libc::sockaddr, &mut len) };
+    if r < 0 {
+        bail!(
+            "cannot read the address of inherited fd {fd}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let n = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    if n == 0 {
+        return Ok(None);
+    }
+    let bytes: Vec<u8> = addr.sun_path[..n.min(addr.sun_path.len())]
+        .iter()
+        .map(|c| *c as u8)
+        .take_while(|b| *b != 0)
+        .collect();
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 fn sockopt(fd: RawFd, opt: libc::c_int) -> std::io::Result<libc::c_int> {

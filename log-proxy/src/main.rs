@@ -97,6 +97,9 @@ fn run(opts: Options) -> anyhow::Result<()> {
         .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
 
+    // Started by log-proxy.socket: serve systemd's socket, which outlives restarts. Taken
+    // before anything else opens a descriptor, while fd 3 can only be the one systemd passed.
+    let inherited = activation::inherited()?;
     intake::check(&opts.syslog_address)?;
     let journal = journal_native::Journal::new(&opts.journal_socket)
         .context("cannot create the journald client socket")?;
@@ -123,8 +126,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // Started by log-proxy.socket: serve systemd's socket, which outlives restarts.
-    let (listener, activated) = match activation::inherited()? {
+    let (listener, activated) = match inherited {
         Some(l) => (l, true),
         None => (intake::bind(&opts.syslog_address, opts.socket_mode)?, false),
     };

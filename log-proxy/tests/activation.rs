@@ -58,8 +58,15 @@ impl Activated {
         unsafe {
             cmd.pre_exec(move || {
                 for (i, fd) in fds.iter().enumerate() {
-                    // dup2 clears close-on-exec on the new descriptor.
-                    if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                    let target = 3 + i as RawFd;
+                    // dup2 clears close-on-exec on a new descriptor, but does nothing when the
+                    // socket already is `target`: clear it then by hand.
+                    let r = if *fd == target {
+                        libc::fcntl(target, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(*fd, target)
+                    };
+                    if r < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
@@ -245,4 +252,16 @@ fn more_than_one_inherited_socket_is_refused_with_the_setting_to_change() {
         err.contains("LISTEN_FDS=2") && err.contains("single ListenDatagram="),
         "{err}"
     );
+}
+
+#[test]
+fn an_inherited_socket_systemd_did_not_create_is_refused() {
+    let jd = Journald::start();
+    // An unbound client socket, as a stray descriptor 3 would be.
+    let stray = UnixDatagram::unbound().unwrap();
+    let mut p = Activated::start(&[stray.as_raw_fd()], jd.socket());
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let err = p.stderr();
+    assert!(err.contains("unbound unix socket"), "{err}");
 }
