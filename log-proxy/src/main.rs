@@ -133,19 +133,13 @@ fn run(opts: Options) -> anyhow::Result<()> {
     let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
     if let Some(addr) = opts.metrics_address.clone() {
         let m = metrics.clone();
-        // Bind now so a bad address fails at start, not later in the background.
-        let server = rt.block_on(async move {
-            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-            let h = tokio::spawn(async move {
-                let r = daemon_kit::serve_metrics(&addr, move || m.render()).await;
-                let _ = ready_tx.send(r);
-            });
-            tokio::select! {
-                r = ready_rx => r.unwrap_or(Ok(())).map(|_| h),
-                _ = tokio::time::sleep(Duration::from_millis(200)) => Ok(h),
+        // Bound now so a bad address fails at start; served in the background.
+        let listener = rt.block_on(daemon_kit::bind_metrics(&addr))?;
+        rt.spawn(async move {
+            if let Err(e) = daemon_kit::serve_metrics_on(listener, move || m.render()).await {
+                tracing::error!("the metrics endpoint stopped: {e:#}");
             }
-        })?;
-        drop(server);
+        });
     }
 
     tracing::info!(
