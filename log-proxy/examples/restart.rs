@@ -51,7 +51,8 @@ impl Notify {
     fn new() -> Notify {
         let path = std::env::temp_dir().join(format!("{}.notify", unique_name("restart")));
         let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         Notify { sock, path }
     }
 
