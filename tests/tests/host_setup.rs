@@ -208,13 +208,8 @@ impl Dockerd {
             .arg(dir.join("dockerd.pid"))
             .arg("-H")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            // The machine's constraints (see test-environment.md), not logging settings.
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--iptables=false",
-                "--bridge=none",
-            ])
+            // The machine's constraints, not logging settings.
+            .args(testkit::DOCKERD_FLAGS)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -346,11 +341,8 @@ fn docker_configured_by_daemon_json_logs_every_container_through_log_proxy() {
         .expect("/bin/busybox is missing: apt-get install busybox-static");
     std::os::unix::fs::symlink("busybox", root.join("sh")).unwrap();
     let image = "daemon-json:local";
-    run(Command::new("sh").arg("-c").arg(format!(
-        "tar -C {} -c . | docker -H {} import - {image} >/dev/null",
-        dir.join("rootfs").display(),
-        engine.host()
-    )));
+    testkit::docker_import(Some(&engine.host()), &dir.join("rootfs"), image)
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // No --log-driver, no --log-opt: the daemon's defaults from daemon.json apply.
     let name = unique_name("dj");

@@ -403,25 +403,11 @@ fn ensure_base_image() {
     }
     eprintln!("debootstrap of {BASE_IMAGE} took {:.0?}", started.elapsed());
 
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run tar");
-    let imported = Command::new("docker")
-        .args(["import", "-", BASE_IMAGE])
-        .stdin(tar.stdout.take().expect("tar's stdout"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("run docker import");
-    let tarred = tar.wait().expect("wait for tar");
+    let imported = testkit::docker_import(None, &root, BASE_IMAGE);
     let _ = std::fs::remove_dir_all(&root);
-    assert!(
-        tarred.success() && imported.success(),
-        "importing the debootstrapped base as {BASE_IMAGE} failed (tar: {tarred}, docker import: {imported})"
-    );
+    if let Err(e) = imported {
+        panic!("the debootstrapped base: {e}");
+    }
 }
 
 /// A build context holding only the Dockerfile and dist/ with the workspace's binaries (the

@@ -277,11 +277,19 @@ impl Drop for Journald {
 /// The name of the image `docker()` provides.
 pub const BUSYBOX_IMAGE: &str = "busybox:local";
 
+/// What this kind of machine lets dockerd use: no overlayfs, no iptables, no bridge.
+pub const DOCKERD_FLAGS: [&str; 4] = [
+    "--storage-driver",
+    "vfs",
+    "--iptables=false",
+    "--bridge=none",
+];
+
 /// Make sure a Docker engine answers and the `busybox:local` image exists.
 ///
-/// Starts `dockerd --storage-driver vfs --iptables=false --bridge=none` when none runs
-/// (it then outlives the test process, so later tests reuse it). Serialized across
-/// concurrently running test processes with a lock file.
+/// Starts `dockerd` with [`DOCKERD_FLAGS`] when none runs (it then outlives the test process,
+/// so later tests reuse it). Serialized across concurrently running test processes with a
+/// lock file.
 pub fn docker() {
     require_binary("dockerd", "apt-get install -y docker.io busybox-static");
     require_binary("/bin/busybox", "apt-get install -y busybox-static");
@@ -301,12 +309,7 @@ pub fn docker() {
         // handle is dropped without waiting.
         #[allow(clippy::zombie_processes)]
         Command::new("dockerd")
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--iptables=false",
-                "--bridge=none",
-            ])
+            .args(DOCKERD_FLAGS)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -353,22 +356,42 @@ fn import_busybox() {
     ] {
         let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
     }
+    let imported = docker_import(None, &root, BUSYBOX_IMAGE);
+    let _ = fs::remove_dir_all(&root);
+    if let Err(e) = imported {
+        panic!("{e}");
+    }
+}
+
+/// `tar -C root -c . | docker [-H host] import - tag`: a folder becomes an image (nothing can
+/// be pulled here). `host` is a Docker API address; `None` means the default engine.
+pub fn docker_import(host: Option<&str>, root: &Path, tag: &str) -> Result<(), String> {
     let mut tar = Command::new("tar")
         .arg("-C")
-        .arg(&root)
+        .arg(root)
         .args(["-c", "."])
         .stdout(Stdio::piped())
         .spawn()
-        .expect("tar");
-    let status = Command::new("docker")
-        .args(["import", "-", BUSYBOX_IMAGE])
-        .stdin(tar.stdout.take().unwrap())
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    let mut docker = Command::new("docker");
+    if let Some(h) = host {
+        docker.args(["-H", h]);
+    }
+    let imported = docker
+        .args(["import", "-", tag])
+        .stdin(tar.stdout.take().expect("tar's stdout"))
         .stdout(Stdio::null())
         .status()
-        .expect("docker import");
-    let _ = tar.wait();
-    let _ = fs::remove_dir_all(&root);
-    assert!(status.success(), "docker import of busybox failed");
+        .map_err(|e| format!("cannot run docker import: {e}"));
+    let tarred = tar.wait().map_err(|e| format!("tar: {e}"))?;
+    let imported = imported?;
+    if !(tarred.success() && imported.success()) {
+        return Err(format!(
+            "importing {} as image {tag} failed (tar: {tarred}, docker import: {imported})",
+            root.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Run `docker` with `args`, panicking with its stderr on failure; returns stdout trimmed.
