@@ -110,24 +110,37 @@ impl Journal {
     /// journald is down; sends report it).
     pub fn new(path: impl AsRef<Path>) -> io::Result<Journal> {
         let sock = UnixDatagram::unbound()?;
-        // Like libsystemd: a large send buffer lets big entries go as one datagram.
-        let size: libc::c_int = 8 * 1024 * 1024;
-        // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the right length.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                &size as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        Ok(Journal {
+        let j = Journal {
             sock,
             path: path.as_ref().to_path_buf(),
             connected: AtomicBool::new(false),
             was_connected: AtomicBool::new(false),
-        })
+        };
+        // Like libsystemd: a large send buffer lets big entries go as one datagram. The kernel
+        // caps it at net.core.wmem_max (doubled); larger entries go through a memfd.
+        let _ = j.set_send_buffer(8 * 1024 * 1024);
+        Ok(j)
+    }
+
+    /// Ask for a send buffer of `bytes`, which bounds the largest entry sent as one datagram;
+    /// anything larger is sent through a sealed memfd. (Tests lower it to exercise that path
+    /// on hosts whose `wmem_max` lets even multi-megabyte datagrams through.)
+    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        let size = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the right length.
+        let r = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

@@ -1,4 +1,5 @@
-//! Against a real private journald: text, binary-safe and memfd-sized entries arrive intact.
+//! Against a real private journald: text, binary-safe and large entries arrive intact, both as
+//! datagrams and through a sealed memfd.
 
 use journal_native::Journal;
 use std::time::Duration;
@@ -9,7 +10,8 @@ fn entries_arrive_byte_for_byte_in_a_real_journald() {
     let jd = Journald::start();
     let j = Journal::new(jd.socket()).unwrap();
     let binary: Vec<u8> = b"multi\nline \xff\xfe not utf8\0nul".to_vec();
-    let big = "x".repeat(3 * 1024 * 1024); // larger than any datagram: memfd path
+    // 3 MiB: one datagram where net.core.wmem_max allows it (4 MiB here), else a memfd.
+    let big = "x".repeat(3 * 1024 * 1024);
     j.send(&[
         ("MESSAGE", b"hello"),
         ("TESTCASE", b"a"),
@@ -43,4 +45,18 @@ fn a_missing_journald_is_reported_not_hidden() {
     let err = j.send(&[("MESSAGE", b"x")]).unwrap_err();
     assert!(err.is_not_running(), "{err}");
     assert!(err.to_string().contains("not running"), "{err}");
+}
+
+#[test]
+fn an_entry_larger_than_the_send_buffer_goes_through_a_memfd() {
+    let jd = Journald::start();
+    let j = Journal::new(jd.socket()).unwrap();
+    // With 64 KiB of send buffer a 1 MiB datagram cannot be sent at all, so an entry that
+    // arrives went through the memfd path.
+    j.set_send_buffer(64 * 1024).unwrap();
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    j.send(&[("MESSAGE", &big), ("TESTCASE", b"memfd")])
+        .unwrap();
+    let e = jd.wait_for_count(&["TESTCASE=memfd"], 1, Duration::from_secs(10));
+    assert_eq!(field_bytes(&e[0], "MESSAGE").unwrap(), big);
 }
