@@ -80,14 +80,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     // Every counter of this run; each destination's handle goes to its sink and pipeline.
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics_address {
-        // Bound here, so a bad or taken address fails at start; served in the background.
-        let listener = daemon_kit::bind_metrics(&addr.to_string()).await?;
         let m = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = daemon_kit::serve_metrics_on(listener, move || m.render()).await {
-                tracing::error!("the metrics endpoint on {addr} stopped: {e:#}");
-            }
-        });
+        daemon_kit::start_metrics(&addr.to_string(), move || m.render()).await?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
     // Files libsystemd cannot open it skips without a word: say so before reading.

@@ -133,13 +133,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
     let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
     if let Some(addr) = opts.metrics_address.clone() {
         let m = metrics.clone();
-        // Bound now so a bad address fails at start; served in the background.
-        let listener = rt.block_on(daemon_kit::bind_metrics(&addr))?;
-        rt.spawn(async move {
-            if let Err(e) = daemon_kit::serve_metrics_on(listener, move || m.render()).await {
-                tracing::error!("the metrics endpoint stopped: {e:#}");
-            }
-        });
+        rt.block_on(daemon_kit::start_metrics(&addr, move || m.render()))?;
     }
 
     tracing::info!(

@@ -52,28 +52,29 @@ pub fn notify_stopping() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
 }
 
-/// Serve Prometheus text exposition at `GET /metrics` on `addr`; `render` produces the body.
-/// Runs until the future is dropped. Any other path answers 404.
-pub async fn serve_metrics<F>(addr: &str, render: F) -> anyhow::Result<()>
+/// Serve Prometheus text exposition at `GET /metrics` on `addr` in the background of the
+/// current tokio runtime; `render` produces the body, any other path answers 404. The address
+/// is bound before this returns, so a bad or taken `--metrics-address` fails at start; a
+/// later failure of the endpoint is logged (the daemon goes on without it).
+pub async fn start_metrics<F>(addr: &str, render: F) -> anyhow::Result<()>
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
-    serve_metrics_on(bind_metrics(addr).await?, render).await
-}
-
-/// Bind the metrics endpoint's address, so a bad or taken `--metrics-address` fails at start
-/// rather than later in a background task. Serve it with [`serve_metrics_on`].
-pub async fn bind_metrics(addr: &str) -> anyhow::Result<TcpListener> {
-    let addr: SocketAddr = addr.parse().with_context(|| {
+    let parsed: SocketAddr = addr.parse().with_context(|| {
         format!("--metrics-address {addr:?} is not HOST:PORT (e.g. 127.0.0.1:9102)")
     })?;
-    TcpListener::bind(addr)
+    let listener = TcpListener::bind(parsed)
         .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))
+        .with_context(|| format!("cannot listen for metrics on {parsed}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = serve_metrics_on(listener, render).await {
+            tracing::error!("the metrics endpoint on {parsed} stopped: {e:#}");
+        }
+    });
+    Ok(())
 }
 
-/// [`serve_metrics`] on a listener from [`bind_metrics`].
-pub async fn serve_metrics_on<F>(listener: TcpListener, render: F) -> anyhow::Result<()>
+async fn serve_metrics_on<F>(listener: TcpListener, render: F) -> anyhow::Result<()>
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
