@@ -194,7 +194,8 @@ pub fn serve(
 ) -> anyhow::Result<()> {
     match listener {
         Listener::Dgram(sock, path) => {
-            let r = serve_dgram(sock.as_raw_fd(), &out, &stop, &stats);
+            // Drained at stop only when the socket is ours (a file we created).
+            let r = serve_dgram(sock.as_raw_fd(), &out, &stop, &stats, path.is_some());
             if let Some(p) = path {
                 let _ = std::fs::remove_file(p);
             }
@@ -232,16 +233,22 @@ fn serve_dgram(
     out: &Sender<Messages>,
     stop: &AtomicBool,
     stats: &IntakeStats,
+    drain: bool,
 ) -> anyhow::Result<()> {
     let mut rx = DgramReceiver::new(fd);
     while !stop.load(Ordering::Relaxed) {
         if let Some(batch) = rx.recv(stats)? {
             if out.send(batch).is_err() {
-                break;
+                return Ok(());
             }
         }
     }
-    Ok(())
+    if !drain {
+        return Ok(());
+    }
+    rx.drain(stats, |m| {
+        let _ = out.send(m);
+    })
 }
 
 /// Receives batches of datagrams from a bound socket; the caller owns the loop (the
@@ -286,6 +293,30 @@ impl DgramReceiver {
             _iovs: iovs,
             hdrs,
         }
+    }
+
+    /// At stop, for a socket log-proxy bound itself: hand `each` batch the kernel still holds
+    /// (until a receive timeout passes with none; a deadline bounds a sender that never
+    /// pauses), then refuse new ones — a unix sender's next send fails with EPIPE, which it
+    /// sees — so the time spent flushing before the socket closes accepts nothing that would
+    /// be dropped with it. (An inherited socket is not drained: it outlives this process.)
+    pub fn drain(
+        &mut self,
+        stats: &IntakeStats,
+        mut each: impl FnMut(Messages),
+    ) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            match self.recv(stats)? {
+                Some(m) => each(m),
+                None => break,
+            }
+        }
+        // Not before the reads: after SHUT_RD a read of an empty queue returns an empty
+        // "datagram" at once, which cannot be told from a real empty one.
+        // SAFETY: shutdown(2) on the socket this receiver reads.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+        Ok(())
     }
 
     /// Wait (up to the receive timeout) for datagrams; `None` when none came.

@@ -167,7 +167,9 @@ fn run(opts: Options) -> anyhow::Result<()> {
                 .name("proxy".into())
                 .spawn(move || {
                     let rx = intake::DgramReceiver::new(std::os::fd::AsRawFd::as_raw_fd(&*sock));
-                    let r = p.run_dgram(rx, &stop, answer_rx, &stats);
+                    // A socket of its own is drained at stop; systemd's keeps its queue for
+                    // the next start.
+                    let r = p.run_dgram(rx, &stop, answer_rx, &stats, !activated);
                     drop(sock);
                     if let Some(path) = path {
                         let _ = std::fs::remove_file(path);

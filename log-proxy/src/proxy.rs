@@ -165,6 +165,7 @@ impl Processor {
         stop: &std::sync::atomic::AtomicBool,
         answers: Receiver<Answer>,
         stats: &crate::intake::IntakeStats,
+        drain_at_stop: bool,
     ) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + TICK;
         let mut next_publish = Instant::now();
@@ -191,6 +192,9 @@ impl Processor {
                 next_publish = now + Duration::from_secs(1);
             }
             self.flush();
+        }
+        if drain_at_stop && result.is_ok() {
+            result = rx.drain(stats, |m| self.messages(&m));
         }
         self.shutdown();
         result

@@ -322,6 +322,38 @@ fn sigterm_drains_flushes_and_removes_the_socket() {
 }
 
 #[test]
+fn lines_still_queued_in_its_own_socket_at_sigterm_are_delivered() {
+    let jd = Journald::start();
+    let mut proxy = Proxy::start(jd.socket(), NO_DOCKER);
+    let id = random_id();
+    let pid = proxy.child.id() as i32;
+    // Frozen, log-proxy reads nothing: the lines wait in its socket's kernel queue (8 fit in
+    // the smallest queue, net.unix.max_dgram_qlen = 10) when SIGTERM arrives.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for i in 0..8 {
+        proxy.send(&rfc5424(&id, format!("queued {i}").as_bytes()));
+    }
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let status = proxy.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        8,
+        Duration::from_secs(10),
+    );
+    let got: Vec<String> = e.iter().map(|e| field(e, "MESSAGE").unwrap()).collect();
+    assert_eq!(
+        got,
+        (0..8).map(|i| format!("queued {i}")).collect::<Vec<_>>(),
+        "closing its socket must not drop what the kernel had accepted"
+    );
+}
+
+#[test]
 fn bad_flags_are_clear_errors() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_log-proxy"))
         .args(["--syslog-address", "http://nope"])
