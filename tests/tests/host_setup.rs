@@ -257,7 +257,7 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         // SIGTERM lets dockerd stop its containerd and unmount what it mounted.
         // SAFETY: kill(2) on our own child.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
         // dockerd bind-mounts its data root onto itself; undo what is left before removing.
         let _ = Command::new("umount")
@@ -267,11 +267,6 @@ impl Drop for Dockerd {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
