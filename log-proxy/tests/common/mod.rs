@@ -93,7 +93,8 @@ impl Proxy {
 
     /// SIGTERM, then wait for exit; returns the exit code.
     pub fn terminate(&mut self) -> i32 {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
         status.code().unwrap_or(-1)
     }
@@ -101,11 +102,6 @@ impl Proxy {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 impl Drop for Proxy {
