@@ -13,7 +13,6 @@
 //! searched further. A root that does not exist is skipped, except the `--journal-dir`.
 
 use std::collections::BTreeSet;
-use std::ffi::CStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -21,6 +20,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use nix::unistd::{getegid, geteuid, getgroups, Gid, Group, Uid, User};
 
 use crate::config::JournalLocation;
 use crate::metrics::Metrics;
@@ -138,8 +139,8 @@ impl Survey {
             let _ = write!(
                 m,
                 " (owner {}:{}, mode {:04o})",
-                user_name(meta.uid()),
-                group_name(meta.gid()),
+                user_name(Uid::from_raw(meta.uid())),
+                group_name(Gid::from_raw(meta.gid())),
                 meta.mode() & 0o7777
             );
         }
@@ -447,9 +448,8 @@ fn is_id128(s: &str) -> bool {
 /// Who this process is, for the operator: `uid 65534 (nobody), gid 65534 (nogroup), no
 /// supplementary groups`.
 pub fn identity() -> String {
-    // SAFETY: these only read this process's credentials.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let groups = supplementary_groups();
+    let (uid, gid) = (geteuid(), getegid());
+    let groups = getgroups().unwrap_or_default();
     let groups = if groups.is_empty() {
         "no supplementary groups".to_string()
     } else {
@@ -466,50 +466,20 @@ pub fn identity() -> String {
     )
 }
 
-fn supplementary_groups() -> Vec<libc::gid_t> {
-    // SAFETY: getgroups with size 0 returns the count; then fills at most `n` entries.
-    unsafe {
-        let n = libc::getgroups(0, std::ptr::null_mut());
-        if n <= 0 {
-            return Vec::new();
-        }
-        let mut v = vec![0 as libc::gid_t; n as usize];
-        let got = libc::getgroups(n, v.as_mut_ptr());
-        v.truncate(got.max(0) as usize);
-        v
-    }
-}
-
 /// The user's name through NSS (so DynamicUser= names resolve), else `?`.
-fn user_name(uid: libc::uid_t) -> String {
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: a zeroed passwd is valid; getpwuid_r writes strings into `buf` only.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut out = std::ptr::null_mut();
-        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0
-            && !out.is_null()
-        {
-            return CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned();
-        }
-    }
-    "?".into()
+fn user_name(uid: Uid) -> String {
+    User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| "?".into(), |u| u.name)
 }
 
 /// The group's name through NSS, else `?`.
-fn group_name(gid: libc::gid_t) -> String {
-    let mut buf = vec![0 as libc::c_char; 64 * 1024];
-    // SAFETY: a zeroed group is valid; getgrgid_r writes strings into `buf` only.
-    unsafe {
-        let mut gr: libc::group = std::mem::zeroed();
-        let mut out = std::ptr::null_mut();
-        if libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) == 0
-            && !out.is_null()
-        {
-            return CStr::from_ptr(gr.gr_name).to_string_lossy().into_owned();
-        }
-    }
-    "?".into()
+fn group_name(gid: Gid) -> String {
+    Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map_or_else(|| "?".into(), |g| g.name)
 }
 
 #[cfg(test)]
