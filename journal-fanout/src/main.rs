@@ -177,7 +177,17 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     resume = cursor.is_some(),
                     "reading the journal"
                 );
-                spawn_journal_reader(&config, dst, cursor, vec![(tx, m)], &stop, &done_tx)?;
+                let files_at_start = journal_access
+                    .is_some_and(|o| o.verdict != source::journal_access::Verdict::NoFiles);
+                spawn_journal_reader(
+                    &config,
+                    dst,
+                    cursor,
+                    files_at_start,
+                    vec![(tx, m)],
+                    &stop,
+                    &done_tx,
+                )?;
                 running += 1;
             }
             #[cfg(feature = "journald")]
@@ -309,6 +319,7 @@ fn spawn_journal_reader(
     config: &Config,
     dst: Destination,
     cursor: Option<String>,
+    files_at_start: bool,
     outs: Vec<(mpsc::Sender<Batch>, Arc<metrics::Destination>)>,
     stop: &Arc<AtomicBool>,
     done: &mpsc::UnboundedSender<Finished>,
@@ -326,11 +337,30 @@ fn spawn_journal_reader(
     std::thread::Builder::new()
         .name(format!("journal-{}", dst.name()))
         .spawn(move || {
-            let result = if source::journald::wait_for_directory(&location, &stop) {
-                source::journald::JournaldSource::open(&location, rules, cursor.as_deref(), from)
-                    .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop))
+            // A journal without files at the start is opened once they appear, and every
+            // entry in it is new. `None`: asked to stop while waiting.
+            let from = if files_at_start {
+                Some(from)
             } else {
-                Ok(())
+                source::journal_access::wait_for_files(&location, &stop).then(|| {
+                    tracing::info!(
+                        destination = dst.name(),
+                        resume = cursor.is_some(),
+                        "journal files appeared; reading them from their first entry (or after \
+                         the saved cursor)"
+                    );
+                    config::StartAt::Head
+                })
+            };
+            let result = match from {
+                Some(from) => source::journald::JournaldSource::open(
+                    &location,
+                    rules,
+                    cursor.as_deref(),
+                    from,
+                )
+                .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop)),
+                None => Ok(()),
             };
             let _ = done.send(Finished { what, result });
         })

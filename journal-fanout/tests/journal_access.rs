@@ -197,6 +197,34 @@ fn empty_journal_dir_warns_where_it_looked_then_reads_files_that_appear() {
 }
 
 #[test]
+fn files_appearing_in_an_empty_journal_dir_are_read_from_their_first_line_with_from_tail() {
+    // libsystemd watching the directory would pick the files up itself, from where `--from
+    // tail` left it: past their lines.
+    let dir = open_dir();
+    let state = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path(), state.path(), free_port());
+    let from = a.iter().position(|x| x == "--from").unwrap();
+    a[from + 1] = "tail".into();
+    let mut f = start(&[], &a);
+    wait_until(Duration::from_secs(30), "the warning on stderr", || {
+        f.stderr_text()
+            .contains("no journal files to read")
+            .then_some(())
+    });
+    let j = journal_with_lines(20);
+    copy_journal_files(&j, dir.path(), 0);
+    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
+        let m = messages(&f);
+        (m.len() >= 20).then_some(m)
+    });
+    assert_eq!(
+        got,
+        (0..20).map(|i| format!("line-{i}")).collect::<Vec<_>>()
+    );
+    assert!(f.terminate().success());
+}
+
+#[test]
 fn missing_journal_dir_warns_and_waits_for_it() {
     let parent = open_dir();
     let dir = parent.path().join("journal");

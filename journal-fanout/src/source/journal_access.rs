@@ -29,6 +29,12 @@ use crate::metrics::Metrics;
 /// How often the journal's directories are looked at again after the start.
 pub const RECHECK: Duration = Duration::from_secs(30);
 
+/// How often a journal without files is looked at again before reading starts.
+const FILES_RECHECK: Duration = Duration::from_secs(1);
+
+/// How soon a waiting thread notices a stop request.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
 /// The roots libsystemd searches for the system journal and for namespaces.
 const SYSTEM_ROOTS: [&str; 3] = [
     "/run/log/journal",
@@ -264,16 +270,39 @@ pub fn watch(
     mut last: Outcome,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    loop {
-        let next = Instant::now() + RECHECK;
-        while Instant::now() < next {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    while sleep_unless_stopped(RECHECK, stop) {
         last = check(location, metrics, Some(last))?;
     }
+    Ok(())
+}
+
+/// For a reader of a journal that had no files at the start: wait until files it can open
+/// appear, then the caller opens the journal. Opened earlier, libsystemd would not read them
+/// (it refuses a missing `--journal-dir`, and does not notice a namespace directory created
+/// after it opened the journal) or would read a directory's new files from where `--from
+/// tail` left it, past their lines. Returns false when asked to stop first.
+pub fn wait_for_files(location: &JournalLocation, stop: &AtomicBool) -> bool {
+    loop {
+        if !sleep_unless_stopped(FILES_RECHECK, stop) {
+            return false;
+        }
+        if survey(location).readable > 0 {
+            return true;
+        }
+    }
+}
+
+/// Sleep for `d`; false, early, once `stop` is set.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(STOP_POLL));
+    }
+    false
 }
 
 fn join(s: &BTreeSet<String>) -> String {

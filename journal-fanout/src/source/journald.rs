@@ -5,21 +5,14 @@
 //! entry we landed on — the oldest one after it — is read, with the gap reported as a
 //! [`Loss`]. While running, journal sequence numbers between two cursors tell whether
 //! entries vanished before we read them.
-//!
-//! A journal with no files at the start is looked at again every second until files appear,
-//! then opened anew and read from its first entry (whatever `--from` says: every entry of a
-//! journal that did not exist at the start is new). libsystemd would miss them: it does not
-//! notice a namespace directory created after it opened the journal, so a namespace whose
-//! journald starts after journal-fanout would never be read.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{TimeZone, Utc};
 use systemd::journal::{Journal, OpenDirectoryOptions, OpenOptions};
 
-use super::{journal_access, Loss, Read, Source};
+use super::{Loss, Read, Source};
 use crate::config::{EventRules, JournalLocation, StartAt};
 use crate::event::{self, JournalEntry};
 
@@ -27,9 +20,6 @@ use crate::event::{self, JournalEntry};
 /// journal files it has read mapped; reopening drops those mappings, which keeps the resident
 /// memory small while catching up through a large journal.
 const REOPEN_EVERY: u64 = 10_000;
-
-/// How often a journal without files is looked at again.
-const FILES_RECHECK: Duration = Duration::from_secs(1);
 
 pub struct JournaldSource {
     journal: Journal,
@@ -42,9 +32,6 @@ pub struct JournaldSource {
     last_position: Option<Position>,
     loss: Option<Loss>,
     read_since_open: u64,
-    /// The journal had no files when opened and nothing has been read since: when we last
-    /// looked for files, and the cursor to resume after once they appear.
-    awaiting_files: Option<(Instant, Option<String>)>,
 }
 
 impl JournaldSource {
@@ -55,8 +42,6 @@ impl JournaldSource {
         cursor: Option<&str>,
         from: StartAt,
     ) -> anyhow::Result<JournaldSource> {
-        let awaiting_files = (journal_access::survey(location).readable == 0)
-            .then(|| (Instant::now(), cursor.map(str::to_string)));
         let journal = open(location)?;
         let mut src = JournaldSource {
             journal,
@@ -67,7 +52,6 @@ impl JournaldSource {
             last_position: None,
             loss: None,
             read_since_open: 0,
-            awaiting_files,
         };
         match cursor {
             Some(c) => src.resume(c)?,
@@ -82,33 +66,6 @@ impl JournaldSource {
         self.current_unread = false;
         self.read_since_open = 0;
         self.resume(cursor)
-    }
-
-    /// While the journal has no files: once they appear, open it anew and read from the
-    /// first entry (or after the saved cursor). True when it was reopened.
-    fn reopen_if_files_appeared(&mut self) -> anyhow::Result<bool> {
-        let Some((checked, cursor)) = &mut self.awaiting_files else {
-            return Ok(false);
-        };
-        if checked.elapsed() < FILES_RECHECK {
-            return Ok(false);
-        }
-        *checked = Instant::now();
-        if journal_access::survey(&self.location).readable == 0 {
-            return Ok(false);
-        }
-        let cursor = cursor.take();
-        self.awaiting_files = None;
-        tracing::info!("journal files appeared; reading them from their first entry");
-        self.journal = open(&self.location)?;
-        self.current_unread = false;
-        self.read_since_open = 0;
-        self.loss = None;
-        match cursor {
-            Some(c) => self.resume(&c)?,
-            None => self.start(StartAt::Head)?,
-        }
-        Ok(true)
     }
 
     fn start(&mut self, from: StartAt) -> anyhow::Result<()> {
@@ -182,7 +139,6 @@ impl JournaldSource {
     }
 
     fn read_current(&mut self) -> anyhow::Result<Read> {
-        self.awaiting_files = None;
         self.read_since_cursor += 1;
         self.read_since_open += 1;
         let mut e = JournalEntry {
@@ -252,9 +208,6 @@ impl Source for JournaldSource {
     }
 
     fn wait(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        if self.reopen_if_files_appeared()? {
-            return Ok(());
-        }
         self.journal
             .wait(Some(timeout))
             .context("cannot wait for journal changes")?;
@@ -303,21 +256,6 @@ impl Source for JournaldSource {
     fn take_loss(&mut self) -> Option<Loss> {
         self.loss.take()
     }
-}
-
-/// Wait until a `--journal-dir` exists: libsystemd refuses to open a missing one, and it may
-/// yet be created or mounted (the start-up check has warned about it). Returns false when
-/// asked to stop first.
-pub fn wait_for_directory(location: &JournalLocation, stop: &AtomicBool) -> bool {
-    if let JournalLocation::Directory(dir) = location {
-        while !dir.is_dir() {
-            if stop.load(Ordering::Relaxed) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-    true
 }
 
 /// Open the journal at `location` for reading whole fields.
