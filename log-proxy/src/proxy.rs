@@ -97,6 +97,9 @@ pub struct Processor {
     batch: Batch,
     owners: Vec<(usize, Kind)>,
     warned_labels: std::collections::HashSet<String>,
+    /// When drop episodes are next checked (`tick`) and metrics next published.
+    next_tick: Instant,
+    next_publish: Instant,
 }
 
 impl Processor {
@@ -124,13 +127,13 @@ impl Processor {
             batch: Batch::with_capacity(16),
             owners: Vec::with_capacity(64),
             warned_labels: Default::default(),
+            next_tick: Instant::now() + TICK,
+            next_publish: Instant::now(),
         }
     }
 
     /// Run until the intake closes; then flush every queue and every open drop episode.
     pub fn run(mut self, intake: Receiver<Messages>, answers: Receiver<Answer>) {
-        let mut next_tick = Instant::now() + TICK;
-        let mut next_publish = Instant::now();
         loop {
             select! {
                 recv(intake) -> m => match m {
@@ -140,15 +143,7 @@ impl Processor {
                 recv(answers) -> a => if let Ok(a) = a { self.answer(a) },
                 default(TICK) => {},
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                self.tick(now);
-                next_tick = now + TICK;
-            }
-            if now >= next_publish {
-                self.publish();
-                next_publish = now + Duration::from_secs(1);
-            }
+            self.housekeeping();
             if self.batch.len() >= 64 || intake.is_empty() {
                 self.flush();
             }
@@ -167,8 +162,6 @@ impl Processor {
         stats: &crate::intake::IntakeStats,
         drain_at_stop: bool,
     ) -> anyhow::Result<()> {
-        let mut next_tick = Instant::now() + TICK;
-        let mut next_publish = Instant::now();
         let mut result = Ok(());
         while !stop.load(Ordering::Relaxed) {
             match rx.recv(stats) {
@@ -182,15 +175,7 @@ impl Processor {
             while let Ok(a) = answers.try_recv() {
                 self.answer(a);
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                self.tick(now);
-                next_tick = now + TICK;
-            }
-            if now >= next_publish {
-                self.publish();
-                next_publish = now + Duration::from_secs(1);
-            }
+            self.housekeeping();
             self.flush();
         }
         if drain_at_stop && result.is_ok() {
@@ -198,6 +183,19 @@ impl Processor {
         }
         self.shutdown();
         result
+    }
+
+    /// The clock-driven work of both loops: drop notices of quiet containers, metrics.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_tick {
+            self.tick(now);
+            self.next_tick = now + TICK;
+        }
+        if now >= self.next_publish {
+            self.publish();
+            self.next_publish = now + Duration::from_secs(1);
+        }
     }
 
     fn messages(&mut self, m: &Messages) {
