@@ -31,6 +31,8 @@ const RETRY_LOOKUP: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 const IDLE_EVICT: Duration = Duration::from_secs(120);
 const DESTROYED_EVICT: Duration = Duration::from_secs(10);
+/// Lines per batch handed to the writer while journald is gone (see `flush_unless_holding`).
+const HELD_BATCH: usize = 256;
 const WRITER_WAIT: Duration = Duration::from_millis(100);
 
 enum Lookup {
@@ -145,7 +147,7 @@ impl Processor {
             }
             self.housekeeping();
             if self.batch.len() >= 64 || intake.is_empty() {
-                self.flush();
+                self.flush_unless_holding();
             }
         }
         self.shutdown();
@@ -176,7 +178,7 @@ impl Processor {
                 self.answer(a);
             }
             self.housekeeping();
-            self.flush();
+            self.flush_unless_holding();
         }
         if drain_at_stop && result.is_ok() {
             result = rx.drain(stats, |m| self.messages(&m));
@@ -462,6 +464,18 @@ impl Processor {
                 .containers
                 .store(self.index.len() as u64, Ordering::Relaxed);
         }
+    }
+
+    /// [`Processor::flush`], except while journald is gone and the writer already holds
+    /// batches to retry: then lines gather into batches of [`HELD_BATCH`] first. The writer's
+    /// queue holds 128 batches, so an outage is bridged for 128 × `HELD_BATCH` lines, not 128
+    /// lines when they arrive one datagram at a time.
+    fn flush_unless_holding(&mut self) {
+        let holding = !self.writer.up.load(Ordering::Relaxed) && !self.out.is_empty();
+        if holding && self.batch.len() < HELD_BATCH {
+            return;
+        }
+        self.flush();
     }
 
     /// Hand the batch to the writer. While journald is up, wait (back-pressure to Docker);

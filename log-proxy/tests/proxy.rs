@@ -354,6 +354,42 @@ fn lines_still_queued_in_its_own_socket_at_sigterm_are_delivered() {
 }
 
 #[test]
+fn an_outage_is_bridged_for_lines_that_arrive_one_at_a_time() {
+    let mut jd = Journald::start();
+    let proxy = Proxy::start(jd.socket(), NO_DOCKER);
+    let id = random_id();
+    proxy.send(&rfc5424(&id, b"before"));
+    jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        1,
+        Duration::from_secs(20),
+    );
+    jd.stop();
+    // Each line received on its own before the next is sent, as from a quiet container: the
+    // proxy must hold them all, not one small batch per line in a queue of 128 batches.
+    for i in 0..300u64 {
+        proxy.send(&rfc5424(&id, format!("during {i}").as_bytes()));
+        wait_until(Duration::from_secs(10), "the line to be received", || {
+            (proxy.metric("log_proxy_received_lines_total") > i + 1).then_some(())
+        });
+    }
+    jd.restart();
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        301,
+        Duration::from_secs(30),
+    );
+    let msgs: Vec<String> = e.iter().map(|e| field(e, "MESSAGE").unwrap()).collect();
+    for i in 0..300 {
+        assert!(
+            msgs.contains(&format!("during {i}")),
+            "line {i} lost in the outage"
+        );
+    }
+    assert_eq!(proxy.metric("log_proxy_journal_lost_lines_total"), 0);
+}
+
+#[test]
 fn bad_flags_are_clear_errors() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_log-proxy"))
         .args(["--syslog-address", "http://nope"])
