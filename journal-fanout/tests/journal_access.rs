@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{container_line, write_entries, Fanout};
+use common::{container_line, metric, metrics, write_entries, Fanout};
 use serde_json::Value;
 use testkit::{free_port, wait_until, Journald};
 
@@ -129,23 +128,28 @@ fn start(wrapper: &[String], args: &[String]) -> Fanout {
     Fanout::start_under(&w, &a, &[])
 }
 
-fn metrics(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
+/// Waits for `n` lines on stdout: `line-0` .. `line-{n-1}`, in order.
+fn assert_lines_shipped(f: &Fanout, n: usize) {
+    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
+        let m = messages(f);
+        (m.len() >= n).then_some(m)
+    });
+    assert_eq!(got, (0..n).map(|i| format!("line-{i}")).collect::<Vec<_>>());
 }
 
-fn gauge(text: &str, name: &str) -> Option<u64> {
-    let prefix = format!("journal_fanout_{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+/// The journal file gauges on the metrics endpoint at `port`.
+fn assert_file_gauges(port: u16, readable: u64, unreadable: u64) {
+    let text = wait_until(Duration::from_secs(10), "metrics", || metrics(port));
+    assert_eq!(
+        metric(&text, "journal_files_readable"),
+        Some(readable),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "journal_files_unreadable"),
+        Some(unreadable),
+        "{text}"
+    );
 }
 
 fn messages(f: &Fanout) -> Vec<String> {
@@ -179,20 +183,13 @@ fn empty_journal_dir_warns_where_it_looked_then_reads_files_that_appear() {
         line.contains("keeps waiting and reads the files when they appear"),
         "{line}"
     );
-    let text = wait_until(Duration::from_secs(10), "metrics", || metrics(port));
-    assert_eq!(gauge(&text, "journal_files_readable"), Some(0), "{text}");
-    assert_eq!(gauge(&text, "journal_files_unreadable"), Some(0), "{text}");
+    assert_file_gauges(port, 0, 0);
     assert!(f.is_running(), "{}", f.stderr_text());
 
     // The journal arrives later (rotated or mounted into place): it is read.
     let j = journal_with_lines(20);
     copy_journal_files(&j, dir.path(), 0);
-    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
-        let m = messages(&f);
-        (m.len() >= 20).then_some(m)
-    });
-    let want: Vec<String> = (0..20).map(|i| format!("line-{i}")).collect();
-    assert_eq!(got, want);
+    assert_lines_shipped(&f, 20);
     assert!(f.terminate().success());
 }
 
@@ -213,14 +210,7 @@ fn files_appearing_in_an_empty_journal_dir_are_read_from_their_first_line_with_f
     });
     let j = journal_with_lines(20);
     copy_journal_files(&j, dir.path(), 0);
-    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
-        let m = messages(&f);
-        (m.len() >= 20).then_some(m)
-    });
-    assert_eq!(
-        got,
-        (0..20).map(|i| format!("line-{i}")).collect::<Vec<_>>()
-    );
+    assert_lines_shipped(&f, 20);
     assert!(f.terminate().success());
 }
 
@@ -237,11 +227,7 @@ fn missing_journal_dir_warns_and_waits_for_it() {
     let j = journal_with_lines(5);
     std::fs::create_dir(&dir).unwrap();
     copy_journal_files(&j, &dir, 0);
-    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
-        let m = messages(&f);
-        (m.len() >= 5).then_some(m)
-    });
-    assert_eq!(got, (0..5).map(|i| format!("line-{i}")).collect::<Vec<_>>());
+    assert_lines_shipped(&f, 5);
     assert!(f.terminate().success());
 }
 
@@ -291,14 +277,7 @@ fn namespace_created_after_the_start_is_read_from_its_first_line() {
         j.socket(),
         (0..10).map(|i| container_line("acc", "c", &format!("line-{i}"))),
     );
-    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
-        let m = messages(&f);
-        (m.len() >= 10).then_some(m)
-    });
-    assert_eq!(
-        got,
-        (0..10).map(|i| format!("line-{i}")).collect::<Vec<_>>()
-    );
+    assert_lines_shipped(&f, 10);
     assert!(f.terminate().success());
 }
 
@@ -352,17 +331,8 @@ fn journal_files_readable_through_their_group_are_read() {
         &setpriv(&[journal_gid]),
         &args(dir.path(), state.path(), port),
     );
-    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
-        let m = messages(&f);
-        (m.len() >= 10).then_some(m)
-    });
-    assert_eq!(
-        got,
-        (0..10).map(|i| format!("line-{i}")).collect::<Vec<_>>()
-    );
-    let text = wait_until(Duration::from_secs(10), "metrics", || metrics(port));
-    assert_eq!(gauge(&text, "journal_files_readable"), Some(1), "{text}");
-    assert_eq!(gauge(&text, "journal_files_unreadable"), Some(0), "{text}");
+    assert_lines_shipped(&f, 10);
+    assert_file_gauges(port, 1, 0);
     assert!(f.terminate().success());
     let err = f.stderr_text();
     assert!(!err.contains(" ERROR ") && !err.contains(" WARN "), "{err}");
@@ -385,17 +355,8 @@ fn some_files_unreadable_is_an_error_but_the_rest_is_shipped() {
         &setpriv(&[journal_gid]),
         &args(dir.path(), state.path(), port),
     );
-    let got = wait_until(Duration::from_secs(30), "the lines on stdout", || {
-        let m = messages(&f);
-        (m.len() >= 10).then_some(m)
-    });
-    assert_eq!(
-        got,
-        (0..10).map(|i| format!("line-{i}")).collect::<Vec<_>>()
-    );
-    let text = wait_until(Duration::from_secs(10), "metrics", || metrics(port));
-    assert_eq!(gauge(&text, "journal_files_readable"), Some(1), "{text}");
-    assert_eq!(gauge(&text, "journal_files_unreadable"), Some(1), "{text}");
+    assert_lines_shipped(&f, 10);
+    assert_file_gauges(port, 1, 1);
     let err = f.stderr_text();
     let line = err
         .lines()

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{container_line, write_entries, Fanout};
+use common::{container_line, metric, metrics, write_entries, Fanout};
 use serde_json::Value;
 use testkit::{free_port, wait_until, Journald};
 
@@ -30,25 +29,6 @@ fn fanout(j: &Journald, state: &std::path::Path, metrics_port: u16) -> Fanout {
     )
 }
 
-fn metrics(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-fn metric(text: &str, name: &str) -> Option<u64> {
-    let prefix = format!("journal_fanout_{name}{{destination=\"stdout\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[test]
 fn vacuumed_cursor_resumes_at_oldest_entry_and_notices_the_loss() {
     let j = Journald::start_with_config("RuntimeMaxFileSize=512K\nRuntimeMaxUse=2M\n");
@@ -65,7 +45,11 @@ fn vacuumed_cursor_resumes_at_oldest_entry_and_notices_the_loss() {
     // Metrics count what was delivered.
     let text = wait_until(Duration::from_secs(10), "metrics", || metrics(port));
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert_eq!(metric(&text, "events_delivered_total"), Some(100), "{text}");
+    assert_eq!(
+        metric(&text, r#"events_delivered_total{destination="stdout"}"#),
+        Some(100),
+        "{text}"
+    );
     assert!(f.terminate().success());
 
     // While journal-fanout is stopped, journald rotates and vacuums the early entries away.
@@ -170,7 +154,11 @@ fn vacuumed_cursor_resumes_at_oldest_entry_and_notices_the_loss() {
         .map(|e| testkit::field(e, "MESSAGE").unwrap())
         .collect();
     assert_eq!(got, want);
-    assert_eq!(metric(&text, "entries_lost_total"), Some(n), "{text}");
+    assert_eq!(
+        metric(&text, r#"entries_lost_total{destination="stdout"}"#),
+        Some(n),
+        "{text}"
+    );
     assert!(
         f.stderr_text().contains("rotated or vacuumed away"),
         "{}",

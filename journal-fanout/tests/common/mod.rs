@@ -42,6 +42,28 @@ pub fn container_line(tag: &str, name: &str, message: &str) -> Vec<(String, Stri
     ]
 }
 
+/// `GET /metrics` from journal-fanout's endpoint on `port` (`None` until it answers).
+pub fn metrics(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// A series' value in a `/metrics` text: its name after `journal_fanout_`, with its labels if
+/// it has any, e.g. `journal_files_readable` or `entries_lost_total{destination="stdout"}`.
+pub fn metric(text: &str, series: &str) -> Option<u64> {
+    let prefix = format!("journal_fanout_{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A running journal-fanout with its stdout and stderr captured to files.
 pub struct Fanout {
     pub child: Child,
