@@ -245,19 +245,16 @@ pub fn check(
         verdict: s.verdict(),
         unreadable: s.unreadable.len(),
     };
-    let changed = previous != Some(now);
     match now.verdict {
         Verdict::Unreadable => return Err(CannotRead(s.unreadable_message())),
-        Verdict::Partial if changed => tracing::error!("{}", s.unreadable_message()),
-        Verdict::NoFiles if changed => tracing::warn!("{}", s.no_files_message(location)),
-        Verdict::Readable if previous.is_some() && changed => tracing::info!(
+        _ if previous == Some(now) => {}
+        Verdict::Partial => tracing::error!("{}", s.unreadable_message()),
+        Verdict::NoFiles => tracing::warn!("{}", s.no_files_message(location)),
+        Verdict::Readable if previous.is_some() => tracing::info!(
             files = s.readable,
             "journal files are there and readable now; reading them"
         ),
-        Verdict::Readable if previous.is_none() => {
-            tracing::debug!(files = s.readable, "every journal file can be read")
-        }
-        _ => {}
+        Verdict::Readable => tracing::debug!(files = s.readable, "every journal file can be read"),
     }
     Ok(now)
 }
@@ -311,34 +308,16 @@ fn join(s: &BTreeSet<String>) -> String {
 
 /// Look where libsystemd looks for `location`'s journal files and try to open each.
 pub fn survey(location: &JournalLocation) -> Survey {
-    let machine = fs::read_to_string("/etc/machine-id")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| is_id128(s));
-    let (roots, namespace): (Vec<PathBuf>, Option<&str>) = match location {
-        JournalLocation::System => (SYSTEM_ROOTS.iter().map(PathBuf::from).collect(), None),
-        JournalLocation::Namespace(ns) => (
-            SYSTEM_ROOTS.iter().map(PathBuf::from).collect(),
-            Some(ns.as_str()),
-        ),
-        JournalLocation::Directory(d) => (vec![d.clone()], None),
+    // Where libsystemd looks, whose subdirectories it reads, and the places an operator
+    // expects (named even when they do not exist).
+    let (roots, namespace, expected) = match location {
+        JournalLocation::System => (system_roots(), None, machine_dirs(None)),
+        JournalLocation::Namespace(ns) => {
+            (system_roots(), Some(ns.as_str()), machine_dirs(Some(ns)))
+        }
+        JournalLocation::Directory(d) => (vec![d.clone()], None, vec![d.clone()]),
     };
     let mut s = Survey::default();
-    // The places an operator expects, named even when they do not exist.
-    let expected: Vec<PathBuf> = match location {
-        JournalLocation::Directory(d) => vec![d.clone()],
-        _ => {
-            let id = machine.as_deref().unwrap_or("MACHINE_ID");
-            let name = match namespace {
-                Some(ns) => format!("{id}.{ns}"),
-                None => id.to_string(),
-            };
-            ["/var/log/journal", "/run/log/journal"]
-                .iter()
-                .map(|r| Path::new(r).join(&name))
-                .collect()
-        }
-    };
     for root in &roots {
         let entries = match fs::read_dir(root) {
             Ok(e) => e,
@@ -402,6 +381,28 @@ pub fn survey(location: &JournalLocation) -> Survey {
     places.append(&mut s.places);
     s.places = places;
     s
+}
+
+fn system_roots() -> Vec<PathBuf> {
+    SYSTEM_ROOTS.iter().map(PathBuf::from).collect()
+}
+
+/// This machine's directories for the system journal or `namespace` in the roots journald
+/// writes to.
+fn machine_dirs(namespace: Option<&str>) -> Vec<PathBuf> {
+    let machine = fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| is_id128(s));
+    let id = machine.as_deref().unwrap_or("MACHINE_ID");
+    let name = match namespace {
+        Some(ns) => format!("{id}.{ns}"),
+        None => id.to_string(),
+    };
+    ["/var/log/journal", "/run/log/journal"]
+        .iter()
+        .map(|r| Path::new(r).join(&name))
+        .collect()
 }
 
 fn scan_subdir(s: &mut Survey, dir: &Path) -> PlaceState {
