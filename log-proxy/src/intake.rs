@@ -296,18 +296,18 @@ impl DgramReceiver {
     }
 
     /// At stop, for a socket log-proxy bound itself: hand `each` batch the kernel still holds
-    /// (until a receive timeout passes with none; a deadline bounds a sender that never
-    /// pauses), then refuse new ones — a unix sender's next send fails with EPIPE, which it
-    /// sees — so the time spent flushing before the socket closes accepts nothing that would
-    /// be dropped with it. (An inherited socket is not drained: it outlives this process.)
+    /// (until the queue is empty; a deadline bounds a sender faster than the reads), then
+    /// refuse new datagrams — a unix sender's next send fails with EPIPE, which it sees — so
+    /// the time spent flushing before the socket closes accepts nothing that would be dropped
+    /// with it. (An inherited socket is not drained: it outlives this process.)
     pub fn drain(
         &mut self,
         stats: &IntakeStats,
         mut each: impl FnMut(Messages),
     ) -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let deadline = std::time::Instant::now() + Duration::from_millis(250);
         while std::time::Instant::now() < deadline {
-            match self.recv(stats)? {
+            match self.receive(stats, libc::MSG_DONTWAIT)? {
                 Some(m) => each(m),
                 None => break,
             }
@@ -321,6 +321,16 @@ impl DgramReceiver {
 
     /// Wait (up to the receive timeout) for datagrams; `None` when none came.
     pub fn recv(&mut self, stats: &IntakeStats) -> anyhow::Result<Option<Messages>> {
+        self.receive(stats, libc::MSG_WAITFORONE)
+    }
+
+    /// `recv` with the first read's `flags`: `MSG_WAITFORONE` waits up to the receive
+    /// timeout, `MSG_DONTWAIT` takes only what is queued.
+    fn receive(
+        &mut self,
+        stats: &IntakeStats,
+        flags: libc::c_int,
+    ) -> anyhow::Result<Option<Messages>> {
         let fd = self.fd;
         // SAFETY: the headers point at iovecs over `slots`, all alive for the call.
         let n = unsafe {
@@ -328,7 +338,7 @@ impl DgramReceiver {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 SLOTS as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
