@@ -7,10 +7,10 @@
 //! `systemd-socket-activate`, which passes the socket the way `log-proxy.socket` does.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{field, unique_name, wait_until, workspace_bin, Journald};
+use testkit::{field, unique_name, wait_until, workspace_bin, Dockerd, Journald};
 
 /// The path `log-proxy.socket` listens on, as every other file must name it.
 const SOCKET: &str = "/run/rate-limiting-log-proxy.sock";
@@ -188,87 +188,6 @@ fn the_socket_path_and_settings_agree_in_every_shipped_file() {
     }
 }
 
-/// A private Docker engine, configured by `daemon.json` alone, stopped and removed on drop.
-struct Dockerd {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Dockerd {
-    fn start(dir: &Path, config: &Path) -> Dockerd {
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .arg("--config-file")
-            .arg(config)
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            // The machine's constraints, not logging settings.
-            .args(testkit::DOCKERD_FLAGS)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd is not installed: apt-get install docker.io");
-        Dockerd {
-            child,
-            dir: dir.into(),
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.dir.join("docker.sock").display())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
-    }
-
-    fn docker(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("docker");
-        c.arg("-H").arg(self.host()).args(args);
-        c
-    }
-
-    /// Ready = `docker info` answers; `None` if dockerd exited first.
-    fn wait_ready(&mut self) -> Option<()> {
-        wait_until(Duration::from_secs(60), "the private dockerd", || {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return Some(None);
-            }
-            let ok = self
-                .docker(&["info"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            ok.then_some(Some(()))
-        })
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SIGTERM lets dockerd stop its containerd and unmount what it mounted.
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        // dockerd bind-mounts its data root onto itself; undo what is left before removing.
-        let _ = Command::new("umount")
-            .arg("-R")
-            .arg(self.dir.join("data"))
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn docker_configured_by_daemon_json_logs_every_container_through_log_proxy() {
     let jd = Journald::start();
@@ -283,7 +202,7 @@ fn docker_configured_by_daemon_json_logs_every_container_through_log_proxy() {
     // Docker refuses to start with this daemon.json while the socket does not exist: the
     // reason log-proxy.socket is ordered Before=docker.service.
     let early_dir = temp_dir("daemon-json-early");
-    let mut early = Dockerd::start(&early_dir, &config);
+    let mut early = Dockerd::start(&early_dir, Some(&config));
     assert_eq!(
         early.wait_ready(),
         None,
@@ -319,7 +238,7 @@ fn docker_configured_by_daemon_json_logs_every_container_through_log_proxy() {
         socket.exists().then_some(())
     });
 
-    let mut engine = Dockerd::start(&data_dir, &config);
+    let mut engine = Dockerd::start(&data_dir, Some(&config));
     engine
         .wait_ready()
         .unwrap_or_else(|| panic!("dockerd exited: {}", engine.log()));

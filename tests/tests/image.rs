@@ -1,6 +1,9 @@
 //! The container image (the repository's `Dockerfile`) without an image registry: its runtime
 //! stage is built offline on a Debian base made here (debootstrap + `docker import`), holding
 //! the workspace's own binaries (`--build-arg BINARIES=prebuilt`), and each program runs in it.
+//!
+//! Each test builds in a Docker engine of its own ([`testkit::Dockerd`]) that is removed with
+//! everything it stored: BuildKit under the vfs driver leaks ~0.9 GB of snapshots per build.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -8,13 +11,13 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use testkit::{
-    docker, docker_cmd, unique_name, wait_until, workspace_bin, Journald, BUSYBOX_IMAGE,
-};
+use testkit::{unique_name, wait_until, workspace_bin, Dockerd, Journald, BUSYBOX_IMAGE};
 
-/// The runtime base the test builds on. Made once and kept: a later run that finds an image
-/// with this tag reuses it (delete it to rebuild, e.g. after changing [`BASE_PACKAGES`]).
+/// The runtime base the test builds on, imported into each test's engine from [`BASE_CACHE`].
 const BASE_IMAGE: &str = "logsuite-base:test";
+/// The debootstrapped base as a tarball, made once and kept (delete it to rebuild; its name
+/// changes with [`BASE_PACKAGES`]).
+const BASE_CACHE: &str = "/var/cache/logsuite-tests";
 /// What the Dockerfile's runtime stage would otherwise install with apt (it needs network then).
 const BASE_PACKAGES: &str = "libsystemd0,ca-certificates";
 const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
@@ -40,7 +43,7 @@ fn runtime_stage_builds_offline_and_runs_each_program_as_a_non_root_user() {
         );
     }
 
-    let entrypoint = docker_cmd(&[
+    let entrypoint = image.engine.run(&[
         "image",
         "inspect",
         "--format",
@@ -89,17 +92,19 @@ fn documented_runs_carry_a_container_line_through_log_proxy_and_journal_fanout_i
     let proxy_dir = std::env::temp_dir().join(unique_name("log-proxy-dir"));
     std::fs::create_dir_all(&proxy_dir).unwrap();
     std::os::unix::fs::chown(&proxy_dir, Some(10001), Some(10001)).unwrap();
-    let docker_gid = std::fs::metadata(DOCKER_SOCKET)
-        .unwrap_or_else(|e| panic!("{DOCKER_SOCKET}: {e}"))
+    // The engine's socket, mounted where the documented command mounts the host's.
+    let engine = &image.engine;
+    let docker_gid = std::fs::metadata(engine.socket())
+        .unwrap_or_else(|e| panic!("{}: {e}", engine.socket().display()))
         .gid()
         .to_string();
-    let proxy = Removed::container(unique_name("log-proxy"));
+    let proxy = unique_name("log-proxy");
     let proxy_mount = format!("{}:/run/log-proxy", proxy_dir.display());
     let journal_mount = format!("/run/systemd/journal.{ns}:/run/systemd/journal");
-    let docker_mount = format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}");
-    docker_cmd(
+    let docker_mount = format!("{}:{DOCKER_SOCKET}", engine.socket().display());
+    engine.run(
         &[
-            &["run", "-d", "--name", &proxy.name, "--network", "none"][..],
+            &["run", "-d", "--name", &proxy, "--network", "none"][..],
             &["--group-add", &docker_gid],
             &["-v", &proxy_mount],
             &["-v", &journal_mount],
@@ -120,12 +125,12 @@ fn documented_runs_carry_a_container_line_through_log_proxy_and_journal_fanout_i
             if socket.exists() {
                 return Some(());
             }
-            let running = docker_cmd(&["inspect", "--format", "{{.State.Running}}", &proxy.name]);
+            let running = engine.run(&["inspect", "--format", "{{.State.Running}}", &proxy]);
             assert_eq!(
                 running,
                 "true",
                 "log-proxy in the image exited: {}",
-                logs(&proxy.name)
+                logs(engine, &proxy)
             );
             None
         },
@@ -134,7 +139,8 @@ fn documented_runs_carry_a_container_line_through_log_proxy_and_journal_fanout_i
     let web = unique_name("web");
     let line = format!("line from {web}");
     let address = format!("syslog-address=unixgram://{}", socket.display());
-    docker_cmd(
+    testkit::import_busybox(Some(&engine.host()));
+    engine.run(
         &[
             &["run", "--rm", "--network", "none", "--name", &web][..],
             &["--log-driver", "syslog", "--log-opt", &address],
@@ -169,13 +175,13 @@ fn documented_runs_carry_a_container_line_through_log_proxy_and_journal_fanout_i
     std::os::unix::fs::chown(&journal_dir, None, Some(journal_gid)).unwrap();
     std::fs::set_permissions(&journal_dir, std::fs::Permissions::from_mode(0o2750)).unwrap();
 
-    let state = Removed::volume(unique_name("fanout-state"));
-    let fanout = Removed::container(unique_name("journal-fanout"));
+    let state = unique_name("fanout-state");
+    let fanout = unique_name("journal-fanout");
     let journal_group = journal_gid.to_string();
-    let state_mount = format!("{}:/var/lib/journal-fanout", state.name);
-    docker_cmd(
+    let state_mount = format!("{state}:/var/lib/journal-fanout");
+    engine.run(
         &[
-            &["run", "-d", "--name", &fanout.name, "--network", "none"][..],
+            &["run", "-d", "--name", &fanout, "--network", "none"][..],
             &["--group-add", &journal_group],
             &["-v", "/run/log/journal:/run/log/journal:ro"],
             &["-v", "/etc/machine-id:/etc/machine-id:ro"],
@@ -190,8 +196,8 @@ fn documented_runs_carry_a_container_line_through_log_proxy_and_journal_fanout_i
         Duration::from_secs(30),
         "journal-fanout's event in the image",
         || {
-            // Events are JSON lines on stdout; docker_cmd returns the container's stdout only.
-            let out = docker_cmd(&["logs", &fanout.name]);
+            // Events are JSON lines on stdout; `run` returns the container's stdout only.
+            let out = engine.run(&["logs", &fanout]);
             out.lines().find(|l| l.contains(&line)).map(str::to_string)
         },
     );
@@ -205,40 +211,9 @@ fn documented_runs_carry_a_container_line_through_log_proxy_and_journal_fanout_i
     let _ = std::fs::remove_dir_all(&proxy_dir);
 }
 
-/// A container or volume removed (forcibly) on drop.
-struct Removed {
-    kind: &'static str,
-    name: String,
-}
-
-impl Removed {
-    fn container(name: String) -> Removed {
-        Removed {
-            kind: "container",
-            name,
-        }
-    }
-    fn volume(name: String) -> Removed {
-        Removed {
-            kind: "volume",
-            name,
-        }
-    }
-}
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args([self.kind, "rm", "--force", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn logs(container: &str) -> String {
-    Command::new("docker")
-        .args(["logs", container])
+fn logs(engine: &Dockerd, container: &str) -> String {
+    engine
+        .docker(&["logs", container])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
         .unwrap_or_default()
@@ -258,22 +233,27 @@ fn group_id(name: &str) -> u32 {
         })
 }
 
-/// The runtime image built for one test; its tag is removed on drop (the base stays cached).
+/// The runtime image built for one test, in an engine of its own that goes with it on drop.
 struct Image {
     tag: String,
+    engine: Dockerd,
 }
 
 impl Image {
     fn build() -> Image {
-        docker();
         let client = buildkit_client();
-        ensure_base_image();
+        let base = base_tarball();
+        let engine = Dockerd::start_ready();
+        engine.run(&["import", base.to_str().unwrap(), BASE_IMAGE]);
         let context = build_context();
         let image = Image {
             tag: format!("logsuite-test:{}", unique_name("img")),
+            engine,
         };
         let out = Command::new(&client)
             .env("DOCKER_BUILDKIT", "1")
+            .arg("-H")
+            .arg(image.engine.host())
             .args(["build", "--network", "none", "--tag", &image.tag])
             .args(["--build-arg", "BINARIES=prebuilt"])
             .args(["--build-arg", &format!("BASE_IMAGE={BASE_IMAGE}")])
@@ -293,13 +273,13 @@ impl Image {
 
     /// `docker run` the image without network; panics on failure, returns stdout trimmed.
     fn run(&self, options: &[&str], args: &[&str]) -> String {
-        docker_cmd(&self.run_argv(options, args))
+        self.engine.run(&self.run_argv(options, args))
     }
 
     /// Whether `docker run` of the image exits 0.
     fn succeeds(&self, options: &[&str], args: &[&str]) -> bool {
-        Command::new("docker")
-            .args(self.run_argv(options, args))
+        self.engine
+            .docker(&self.run_argv(options, args))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -312,16 +292,6 @@ impl Image {
         argv.push(&self.tag);
         argv.extend_from_slice(args);
         argv
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["image", "rm", &self.tag])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
@@ -356,21 +326,19 @@ fn buildkit_client() -> PathBuf {
     );
 }
 
-/// Make [`BASE_IMAGE`] unless it exists: a minimal Debian bookworm with the runtime
-/// libraries, debootstrapped into a folder and imported (takes about a minute, needs
-/// deb.debian.org).
-fn ensure_base_image() {
+/// The tarball of [`BASE_IMAGE`] in [`BASE_CACHE`], made unless it exists: a minimal Debian
+/// bookworm with the runtime libraries, debootstrapped into a folder and tarred (takes about
+/// a minute, needs deb.debian.org).
+fn base_tarball() -> PathBuf {
+    let tarball = Path::new(BASE_CACHE).join(format!(
+        "debian-bookworm-minbase+{}.tar",
+        BASE_PACKAGES.replace(',', "+")
+    ));
     // Both tests of this file may get here at once: one debootstrap is enough.
     static MAKING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    let cached = Command::new("docker")
-        .args(["image", "inspect", BASE_IMAGE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if cached {
-        return;
+    if tarball.exists() {
+        return tarball;
     }
 
     let debootstrap = ["/usr/sbin/debootstrap", "/sbin/debootstrap"]
@@ -403,11 +371,21 @@ fn ensure_base_image() {
     }
     eprintln!("debootstrap of {BASE_IMAGE} took {:.0?}", started.elapsed());
 
-    let imported = testkit::docker_import(None, &root, BASE_IMAGE);
+    // Written beside its final name, then renamed: a run cut short leaves no half tarball.
+    std::fs::create_dir_all(BASE_CACHE).unwrap_or_else(|e| panic!("create {BASE_CACHE}: {e}"));
+    let partial = tarball.with_extension("tar.partial");
+    let tarred = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&partial)
+        .arg(".")
+        .status()
+        .expect("run tar");
     let _ = std::fs::remove_dir_all(&root);
-    if let Err(e) = imported {
-        panic!("the debootstrapped base: {e}");
-    }
+    assert!(tarred.success(), "tar of the debootstrapped base failed");
+    std::fs::rename(&partial, &tarball).unwrap();
+    tarball
 }
 
 /// A build context holding only the Dockerfile and dist/ with the workspace's binaries (the
