@@ -99,6 +99,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         SourceKind::Stdin => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    // What the systemd watchdog checks: each reader beats, or says it waits on a destination.
+    let liveness = daemon_kit::Liveness::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let mut running = 0usize;
 
@@ -182,9 +184,12 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 spawn_journal_reader(
                     &config,
                     dst,
-                    cursor,
-                    files_at_start,
+                    ReaderStart {
+                        cursor,
+                        files_at_start,
+                    },
                     vec![(tx, m)],
+                    liveness.part(format!("journal reader for {}", dst.name())),
                     &stop,
                     &done_tx,
                 )?;
@@ -210,12 +215,13 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| config.rules.hostname_default.clone());
             let stop = stop.clone();
             let done = done_tx.clone();
+            let alive = liveness.part("stdin reader");
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name("stdin-reader".into())
                 .spawn(move || {
                     let mut src = source::stdin::StdinSource::start(host, metrics);
-                    let result = pipeline::read_loop(&mut src, limits, &outs, &stop);
+                    let result = pipeline::read_loop(&mut src, limits, &outs, &stop, &alive);
                     let _ = done.send(Finished {
                         what: "stdin reader".into(),
                         result,
@@ -227,8 +233,17 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
     drop(done_tx);
 
-    // No liveness probe of its own: under a systemd watchdog it pings while the process runs.
-    daemon_kit::notify_ready(|| true);
+    // Destinations are not watched themselves (their calls time out, their retries are
+    // waits); the runtime they run on is.
+    let runtime_alive = liveness.part("async runtime (destinations)");
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            runtime_alive.beat();
+        }
+    });
+    daemon_kit::notify_ready(liveness);
     tracing::info!(
         destinations = ?config.destinations.iter().map(|d| d.name()).collect::<Vec<_>>(),
         "journal-fanout started"
@@ -314,13 +329,21 @@ fn spawn_delivery<S: Sink>(
     });
 }
 
+/// Where a journal reader starts: after its saved cursor if any, else where `--from` says.
+#[cfg(feature = "journald")]
+struct ReaderStart {
+    cursor: Option<String>,
+    /// The journal had files when journal-fanout started; if not, the reader waits for them.
+    files_at_start: bool,
+}
+
 #[cfg(feature = "journald")]
 fn spawn_journal_reader(
     config: &Config,
     dst: Destination,
-    cursor: Option<String>,
-    files_at_start: bool,
+    start: ReaderStart,
     outs: Vec<(mpsc::Sender<Batch>, Arc<metrics::Destination>)>,
+    alive: daemon_kit::Part,
     stop: &Arc<AtomicBool>,
     done: &mpsc::UnboundedSender<Finished>,
 ) -> anyhow::Result<()> {
@@ -330,6 +353,10 @@ fn spawn_journal_reader(
         config.from,
         config.limits,
     );
+    let ReaderStart {
+        cursor,
+        files_at_start,
+    } = start;
     let stop = stop.clone();
     let done = done.clone();
     let what = format!("journal reader for {}", dst.name());
@@ -342,6 +369,7 @@ fn spawn_journal_reader(
             let from = if files_at_start {
                 Some(from)
             } else {
+                alive.idle(); // waiting for journald, for as long as it takes
                 source::journal_access::wait_for_files(&location, &stop).then(|| {
                     tracing::info!(
                         destination = dst.name(),
@@ -359,7 +387,7 @@ fn spawn_journal_reader(
                     cursor.as_deref(),
                     from,
                 )
-                .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop)),
+                .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop, &alive)),
                 None => Ok(()),
             };
             let _ = done.send(Finished { what, result });

@@ -39,12 +39,14 @@ const POLL: Duration = Duration::from_millis(200);
 const SKIPPED_CHECKPOINT: u64 = 10_000;
 
 /// Read `src` into batches for `outputs` (one per destination sharing this source) until
-/// `stop` is set or the source ends. Runs on its own thread.
+/// `stop` is set or the source ends. Runs on its own thread; beats `alive` each time round,
+/// and marks it idle while it waits for a destination (the journal is the buffer then).
 pub fn read_loop(
     src: &mut dyn Source,
     limits: BatchLimits,
     outputs: &[(mpsc::Sender<Batch>, Arc<metrics::Destination>)],
     stop: &AtomicBool,
+    alive: &daemon_kit::Part,
 ) -> anyhow::Result<()> {
     let mut b = Builder::new(limits);
     // Save the starting position right away (e.g. `--from tail`), so entries written while
@@ -56,19 +58,23 @@ pub fn read_loop(
                 records: Vec::new(),
                 cursor: Some(cursor),
             },
+            alive,
         )?;
     }
     let mut iterations = 0u32;
     loop {
+        alive.beat();
         if stop.load(Ordering::Relaxed) {
-            return b.flush(src, outputs);
+            return b.flush(src, outputs, alive);
         }
         if b.records.is_empty() && !b.slot_free {
             // Start a batch only when its place in the queue is free: one batch being
             // delivered, one being built — not a third one waiting, finished, in memory.
+            alive.idle();
             for (tx, _) in outputs {
                 let _ = futures::executor::block_on(tx.reserve());
             }
+            alive.beat();
             b.slot_free = true;
         }
         match src.read()? {
@@ -78,7 +84,7 @@ pub fn read_loop(
                 }
                 b.push(r, size);
                 if b.full() {
-                    b.flush(src, outputs)?;
+                    b.flush(src, outputs, alive)?;
                 }
             }
             Read::Skipped => {
@@ -88,15 +94,15 @@ pub fn read_loop(
                 }
                 b.skipped += 1;
                 if b.records.is_empty() && b.skipped >= SKIPPED_CHECKPOINT {
-                    b.flush(src, outputs)?;
+                    b.flush(src, outputs, alive)?;
                 }
             }
             Read::Idle => match b.due_in() {
-                Some(d) if d.is_zero() => b.flush(src, outputs)?,
+                Some(d) if d.is_zero() => b.flush(src, outputs, alive)?,
                 Some(d) => src.wait(d.min(POLL))?,
                 None => src.wait(POLL)?,
             },
-            Read::End => return b.flush(src, outputs),
+            Read::End => return b.flush(src, outputs, alive),
         }
         if let Some(loss) = src.take_loss() {
             report_loss(&loss, outputs);
@@ -108,7 +114,7 @@ pub fn read_loop(
         // While entries keep coming (never idle), still honour the flush timeout.
         iterations = iterations.wrapping_add(1);
         if iterations.is_multiple_of(256) && b.due_in().is_some_and(|d| d.is_zero()) {
-            b.flush(src, outputs)?;
+            b.flush(src, outputs, alive)?;
         }
     }
 }
@@ -159,6 +165,7 @@ impl Builder {
         &mut self,
         src: &mut dyn Source,
         outputs: &[(mpsc::Sender<Batch>, Arc<metrics::Destination>)],
+        alive: &daemon_kit::Part,
     ) -> anyhow::Result<()> {
         let cursor = src.cursor()?;
         if let Some(loss) = src.take_loss() {
@@ -181,14 +188,17 @@ impl Builder {
         if records.is_empty() && cursor.is_none() {
             return Ok(());
         }
-        send(outputs, Batch { records, cursor })
+        send(outputs, Batch { records, cursor }, alive)
     }
 }
 
 fn send(
     outputs: &[(mpsc::Sender<Batch>, Arc<metrics::Destination>)],
     batch: Batch,
+    alive: &daemon_kit::Part,
 ) -> anyhow::Result<()> {
+    // Waiting for a destination (its retries can take as long as its outage) is not a stall.
+    alive.idle();
     let mut open = 0;
     let mut batch = Some(batch);
     for (i, (tx, _)) in outputs.iter().enumerate() {
@@ -202,6 +212,7 @@ fn send(
             open += 1;
         }
     }
+    alive.beat();
     if open == 0 {
         anyhow::bail!("every destination of this source has stopped");
     }

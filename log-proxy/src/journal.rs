@@ -149,11 +149,20 @@ pub struct WriterState {
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Run the writer until the channel closes and everything it held is written.
-pub fn run_writer(journal: Journal, rx: Receiver<Batch>, state: Arc<WriterState>) {
+pub fn run_writer(
+    journal: Journal,
+    rx: Receiver<Batch>,
+    state: Arc<WriterState>,
+    alive: daemon_kit::Part,
+) {
     state.up.store(true, Ordering::Relaxed);
     let mut deadline: Option<std::time::Instant> = None;
     let mut abandoned = false;
-    for batch in rx {
+    loop {
+        // An empty queue is not a stall; a batch that never gets written is.
+        alive.idle();
+        let Ok(batch) = rx.recv() else { break };
+        alive.beat();
         let entries = batch.entries();
         let mut i = 0;
         let mut backoff = Duration::from_millis(10);
@@ -165,6 +174,7 @@ pub fn run_writer(journal: Journal, rx: Receiver<Batch>, state: Arc<WriterState>
                 break;
             }
             let end = (i + BATCH).min(entries.len());
+            alive.beat();
             match journal.send_many(&entries[i..end]) {
                 Ok(n) => {
                     i += n;

@@ -142,11 +142,14 @@ fn run(opts: Options) -> anyhow::Result<()> {
         docker = %docker_host, limit = %limit, "listening"
     );
 
+    // What the systemd watchdog checks: each loop below beats, or says it is waiting.
+    let liveness = daemon_kit::Liveness::new();
     let writer = {
         let state = writer_state.clone();
+        let alive = liveness.part("journald writer");
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || journal::run_writer(journal, batch_rx, state))?
+            .spawn(move || journal::run_writer(journal, batch_rx, state, alive))?
     };
     let direct = journal_native::Journal::new(&opts.journal_socket).ok();
     let p = proxy::Processor::new(
@@ -156,7 +159,8 @@ fn run(opts: Options) -> anyhow::Result<()> {
         writer_state.clone(),
         batch_tx,
         direct,
-    );
+    )
+    .watched(liveness.part("processor (syslog to journald)"));
     // `intake` is the thread whose end means the listener stopped; for datagrams the
     // processor receives them itself, for streams an intake thread feeds it.
     let (intake, processor) = match listener {
@@ -190,11 +194,17 @@ fn run(opts: Options) -> anyhow::Result<()> {
         }
     };
 
-    let processor_alive = Arc::new(AtomicBool::new(true));
-    {
-        let alive = processor_alive.clone();
-        daemon_kit::notify_ready(move || alive.load(Ordering::Relaxed));
-    }
+    // Docker lookups run on the runtime driven by this thread's block_on below: a starved
+    // runtime stops this beat.
+    let runtime_alive = liveness.part("async runtime (Docker lookups)");
+    rt.spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            runtime_alive.beat();
+        }
+    });
+    daemon_kit::notify_ready(liveness);
 
     rt.block_on(async {
         tokio::select! {
@@ -208,7 +218,6 @@ fn run(opts: Options) -> anyhow::Result<()> {
     let intake_result = intake
         .join()
         .map_err(|_| anyhow::anyhow!("intake thread panicked"))?;
-    processor_alive.store(false, Ordering::Relaxed);
     if let Some(processor) = processor {
         processor
             .join()

@@ -102,6 +102,8 @@ pub struct Processor {
     /// When drop episodes are next checked (`tick`) and metrics next published.
     next_tick: Instant,
     next_publish: Instant,
+    /// Beaten each time round the loop, for the systemd watchdog.
+    alive: Option<daemon_kit::Part>,
 }
 
 impl Processor {
@@ -131,7 +133,14 @@ impl Processor {
             warned_labels: Default::default(),
             next_tick: Instant::now() + TICK,
             next_publish: Instant::now(),
+            alive: None,
         }
+    }
+
+    /// Report progress to the watchdog through `part`.
+    pub fn watched(mut self, part: daemon_kit::Part) -> Processor {
+        self.alive = Some(part);
+        self
     }
 
     /// Run until the intake closes; then flush every queue and every open drop episode.
@@ -189,6 +198,9 @@ impl Processor {
 
     /// The clock-driven work of both loops: drop notices of quiet containers, metrics.
     fn housekeeping(&mut self) {
+        if let Some(a) = &self.alive {
+            a.beat();
+        }
         let now = Instant::now();
         if now >= self.next_tick {
             self.tick(now);
@@ -513,7 +525,13 @@ impl Processor {
             };
             match r {
                 Ok(()) => break,
-                Err(TrySendError::Full(b)) if up => batch = b,
+                Err(TrySendError::Full(b)) if up => {
+                    // Back-pressure from a slow journald: waiting, not wedged.
+                    if let Some(a) = &self.alive {
+                        a.beat();
+                    }
+                    batch = b
+                }
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     self.writer.in_flight.fetch_sub(1, Ordering::AcqRel);
                     self.lose(&owners);

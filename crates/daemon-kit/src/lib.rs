@@ -12,6 +12,9 @@ use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+mod liveness;
+pub use liveness::{Liveness, Part, Stalled};
+
 /// Structured diagnostics on stderr (logfmt-like `key=value` lines), level from `RUST_LOG`
 /// (default `info`). stdout stays free for data.
 pub fn init_tracing() {
@@ -28,24 +31,40 @@ pub fn init_tracing() {
 /// Tell systemd (when run under it with `Type=notify`) that the service is ready, and start
 /// pinging its watchdog at half the configured interval. Outside systemd this does nothing.
 ///
-/// `healthy` is asked before every ping, so a wedged daemon stops pinging and systemd
-/// restarts it.
-pub fn notify_ready(healthy: impl Fn() -> bool + Send + 'static) {
+/// Each ping first asks `liveness` whether every watched part is beating (or idle); while one
+/// has stalled for half the interval (at least [`MIN_STALL`]) there is no ping, an error
+/// names the part, and systemd restarts the service once the interval runs out.
+pub fn notify_ready(liveness: Liveness) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
         let period = Duration::from_micros(usec / 2);
+        let limit = period.max(MIN_STALL);
         std::thread::Builder::new()
             .name("watchdog".into())
             .spawn(move || loop {
                 std::thread::sleep(period);
-                if healthy() {
+                let stalled = liveness.stalled(limit);
+                if stalled.is_empty() {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    continue;
+                }
+                for s in &stalled {
+                    tracing::error!(
+                        part = %s.name,
+                        stalled_for = ?s.for_,
+                        "no progress: not pinging the systemd watchdog, so systemd will restart \
+                         the service (WatchdogSec); if this repeats, report it with this log"
+                    );
                 }
             })
             .expect("spawn watchdog thread");
     }
 }
+
+/// Loops beat at least this often (the slowest: a retry back-off of 1 s), so no shorter stall
+/// counts, however short `WatchdogSec=` is.
+pub const MIN_STALL: Duration = Duration::from_secs(5);
 
 /// Tell systemd the service is stopping.
 pub fn notify_stopping() {

@@ -1,0 +1,173 @@
+//! Which parts of a daemon are making progress, for the systemd watchdog.
+//!
+//! A watchdog that pings from a thread of its own proves only that the process exists. Here
+//! each working loop holds a [`Part`] and beats it as it goes round; the watchdog pings only
+//! while every part is either beating or idle (waiting for work, which is not a wedge), and
+//! names the part that stopped when it stops pinging — so the operator's log says what hung
+//! before systemd restarts the service.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// `last` value of a part that is waiting for work.
+const IDLE: u64 = u64::MAX;
+
+/// The set of watched parts of one daemon. Cheap to clone; clones share the set.
+#[derive(Clone)]
+pub struct Liveness {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    epoch: Instant,
+    parts: Mutex<Vec<Weak<Shared>>>,
+}
+
+struct Shared {
+    name: String,
+    /// Milliseconds since the epoch of the last beat, or [`IDLE`].
+    last: AtomicU64,
+}
+
+/// One watched loop. It counts as alive while it beats at least once per stall limit, or while
+/// it says it is idle; dropping it (the loop ended) takes it out of the set.
+pub struct Part {
+    shared: Arc<Shared>,
+    epoch: Instant,
+}
+
+/// A part that has not beaten for longer than the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stalled {
+    /// The part's name, as given to [`Liveness::part`].
+    pub name: String,
+    /// How long since its last beat.
+    pub for_: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Liveness {
+    pub fn new() -> Liveness {
+        Liveness {
+            inner: Arc::new(Inner {
+                epoch: Instant::now(),
+                parts: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Watch a new part, beaten now.
+    pub fn part(&self, name: impl Into<String>) -> Part {
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            last: AtomicU64::new(millis(self.inner.epoch)),
+        });
+        let mut parts = self.inner.parts.lock().unwrap_or_else(|e| e.into_inner());
+        parts.retain(|p| p.strong_count() > 0);
+        parts.push(Arc::downgrade(&shared));
+        Part {
+            shared,
+            epoch: self.inner.epoch,
+        }
+    }
+
+    /// The parts that have neither beaten nor been idle for longer than `limit`, longest
+    /// first. Empty when the daemon is healthy.
+    pub fn stalled(&self, limit: Duration) -> Vec<Stalled> {
+        let now = millis(self.inner.epoch);
+        let parts = self.inner.parts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stalled: Vec<Stalled> = parts
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter_map(|p| {
+                let last = p.last.load(Ordering::Relaxed);
+                let since = Duration::from_millis(now.saturating_sub(last));
+                (last != IDLE && since > limit).then(|| Stalled {
+                    name: p.name.clone(),
+                    for_: since,
+                })
+            })
+            .collect();
+        stalled.sort_by_key(|s| std::cmp::Reverse(s.for_));
+        stalled
+    }
+}
+
+impl Part {
+    /// The loop went round: it is alive.
+    pub fn beat(&self) {
+        self.shared
+            .last
+            .store(millis(self.epoch), Ordering::Relaxed);
+    }
+
+    /// The loop is about to wait for work for as long as it takes (an empty queue, a
+    /// destination's retry back-off): not a stall. The next [`Part::beat`] watches it again.
+    pub fn idle(&self) {
+        self.shared.last.store(IDLE, Ordering::Relaxed);
+    }
+}
+
+fn millis(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_millis(50);
+
+    /// Wait past the limit on the real clock (what the watchdog itself measures).
+    fn past_limit() {
+        std::thread::sleep(LIMIT * 2);
+    }
+
+    #[test]
+    fn a_part_that_stops_beating_is_named_as_stalled() {
+        let l = Liveness::new();
+        let reader = l.part("journal reader (cloudwatch)");
+        let writer = l.part("writer");
+        assert!(l.stalled(LIMIT).is_empty());
+        past_limit();
+        writer.beat();
+        let stalled = l.stalled(LIMIT);
+        assert_eq!(stalled.len(), 1);
+        assert_eq!(stalled[0].name, "journal reader (cloudwatch)");
+        assert!(stalled[0].for_ > LIMIT);
+        reader.beat();
+        assert!(l.stalled(LIMIT).is_empty(), "a beat makes it alive again");
+    }
+
+    #[test]
+    fn an_idle_part_is_not_stalled_however_long_it_waits() {
+        let l = Liveness::new();
+        let writer = l.part("writer");
+        writer.idle();
+        past_limit();
+        assert!(l.stalled(LIMIT).is_empty());
+        writer.beat();
+        past_limit();
+        assert_eq!(
+            l.stalled(LIMIT).len(),
+            1,
+            "watched again after its next beat"
+        );
+    }
+
+    #[test]
+    fn a_finished_part_leaves_the_set() {
+        let l = Liveness::new();
+        let part = l.part("stdin reader");
+        past_limit();
+        assert_eq!(l.stalled(LIMIT).len(), 1);
+        drop(part);
+        assert!(l.stalled(LIMIT).is_empty());
+    }
+}

@@ -1,0 +1,246 @@
+//! The systemd watchdog as the units set it up (`Type=notify`, `WatchdogSec=`), with a real
+//! notification socket standing in for systemd: each daemon says READY=1 and keeps pinging
+//! WATCHDOG=1 through an outage longer than its stall limit — waiting on journald or on a
+//! destination is not a wedge, and a restart then would only add to the outage.
+//! (That a stalled part stops the pings is daemon-kit's own test.)
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::{field, free_port, unique_name, wait_until, workspace_bin, Journald};
+
+/// The watchdog interval the tests give: a ping every 0.5 s; a loop stalls after 5 s
+/// (daemon-kit's MIN_STALL), so the outages below last longer than that.
+const WATCHDOG_USEC: &str = "1000000";
+const OUTAGE: Duration = Duration::from_secs(7);
+
+/// A notification socket, as systemd's `NOTIFY_SOCKET`.
+struct Notify {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notify {
+    fn bind() -> Notify {
+        let path = std::env::temp_dir().join(unique_name("notify"));
+        let sock = UnixDatagram::bind(&path).unwrap();
+        Notify { sock, path }
+    }
+
+    /// Every notification within `within`.
+    fn collect(&self, within: Duration) -> Vec<String> {
+        let end = Instant::now() + within;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return got;
+            }
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            match self.sock.recv(&mut buf) {
+                Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(_) => return got,
+            }
+        }
+    }
+
+    fn wait_ready(&self, daemon: &mut Child, stderr: &Path) {
+        wait_until(Duration::from_secs(30), "READY=1", || {
+            if let Ok(Some(status)) = daemon.try_wait() {
+                panic!("exited with {status}: {}", read(stderr));
+            }
+            self.collect(Duration::from_millis(100))
+                .iter()
+                .any(|m| m.contains("READY=1"))
+                .then_some(())
+        });
+    }
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn pings(messages: &[String]) -> usize {
+    messages.iter().filter(|m| m.contains("WATCHDOG=1")).count()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Start `program` as systemd would under `WatchdogSec=`: `WATCHDOG_PID` is its own pid,
+/// which only the process itself knows before exec — hence the shell.
+fn start_watched(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    notify: &Notify,
+) -> (Child, PathBuf) {
+    let stderr = std::env::temp_dir().join(unique_name(program));
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(workspace_bin(program))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", WATCHDOG_USEC)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    (child, stderr)
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// Pings all through `OUTAGE`, including its last two seconds (past the stall limit).
+fn assert_pinged_through_outage(notify: &Notify, during: impl FnMut(), stderr: &Path) {
+    let mut during = during;
+    let start = Instant::now();
+    let mut early = Vec::new();
+    while start.elapsed() < OUTAGE - Duration::from_secs(2) {
+        during();
+        early.extend(notify.collect(Duration::from_millis(200)));
+    }
+    let mut late = Vec::new();
+    while start.elapsed() < OUTAGE {
+        during();
+        late.extend(notify.collect(Duration::from_millis(200)));
+    }
+    assert!(
+        pings(&early) >= 4 && pings(&late) >= 2,
+        "watchdog pings during the outage: {} in its first 5 s, {} in its last 2 s (expected one \
+         every 0.5 s)\n{}",
+        pings(&early),
+        pings(&late),
+        read(stderr)
+    );
+    assert!(
+        !read(stderr).contains("no progress"),
+        "a part was reported stalled: {}",
+        read(stderr)
+    );
+}
+
+#[test]
+fn log_proxy_keeps_pinging_its_watchdog_while_journald_is_down() {
+    let mut jd = Journald::start();
+    let dir = std::env::temp_dir().join(unique_name("wd-proxy"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("proxy.sock");
+    let notify = Notify::bind();
+    let (mut proxy, stderr) = start_watched(
+        "log-proxy",
+        &[
+            "--syslog-address",
+            &format!("unixgram://{}", socket.display()),
+            "--journal-socket",
+            jd.socket().to_str().unwrap(),
+            // No Docker here: lookups fail fast and lines keep their tag fields.
+            "--docker-host",
+            &format!("unix://{}", dir.join("no-docker.sock").display()),
+        ],
+        &[],
+        &notify,
+    );
+    notify.wait_ready(&mut proxy, &stderr);
+
+    let tag = "0123456789ab";
+    let sender = UnixDatagram::unbound().unwrap();
+    let mut sent = 0;
+    jd.stop();
+    assert_pinged_through_outage(
+        &notify,
+        || {
+            sent += 1;
+            let line = format!("<14>1 2026-11-22T00:00:00.000000Z host {tag} 1 - - held {sent}");
+            sender.send_to(line.as_bytes(), &socket).unwrap();
+        },
+        &stderr,
+    );
+
+    // And nothing was lost by waiting: the held lines arrive once journald is back.
+    jd.restart();
+    let entries = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={tag}")],
+        sent,
+        Duration::from_secs(30),
+    );
+    assert_eq!(field(&entries[0], "MESSAGE").as_deref(), Some("held 1"));
+    stop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn journal_fanout_keeps_pinging_its_watchdog_while_cloudwatch_is_down() {
+    let jd = Journald::start();
+    let journal = journal_native::Journal::new(jd.socket()).unwrap();
+    let fields: [(&str, &[u8]); 4] = [
+        ("MESSAGE", b"waiting for CloudWatch"),
+        ("CONTAINER_TAG", b"0123456789ab"),
+        ("CONTAINER_NAME", b"web"),
+        ("CONTAINER_ID", b"0123456789ab"),
+    ];
+    journal.send(&fields).unwrap();
+    jd.wait_for_count(&["CONTAINER_NAME=web"], 1, Duration::from_secs(10));
+
+    let state = std::env::temp_dir().join(unique_name("wd-fanout"));
+    let notify = Notify::bind();
+    // Nothing listens on this loopback port: every attempt is refused and retried.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let (mut fanout, stderr) = start_watched(
+        "journal-fanout",
+        &[
+            "--journal-namespace",
+            jd.namespace(),
+            "--dst",
+            "cloudwatch",
+            "--from",
+            "head",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--flush-timeout",
+            "200ms",
+        ],
+        &testkit::aws_env(endpoint),
+        &notify,
+    );
+    notify.wait_ready(&mut fanout, &stderr);
+    wait_until(
+        Duration::from_secs(30),
+        "a refused attempt to be retried",
+        || read(&stderr).contains("retrying").then_some(()),
+    );
+    // Entries keep coming: batches fill the destination's queue and the reader waits on it.
+    let mut written = 0;
+    assert_pinged_through_outage(
+        &notify,
+        || {
+            written += 1;
+            let message = format!("waiting {written}");
+            let fields: [(&str, &[u8]); 4] = [
+                ("MESSAGE", message.as_bytes()),
+                ("CONTAINER_TAG", b"0123456789ab"),
+                ("CONTAINER_NAME", b"web"),
+                ("CONTAINER_ID", b"0123456789ab"),
+            ];
+            journal.send(&fields).unwrap();
+        },
+        &stderr,
+    );
+    stop(fanout);
+    let _ = std::fs::remove_dir_all(&state);
+}
