@@ -3,7 +3,7 @@
 # journald (systemd), Docker (docker.io) with busybox-static for a local image, libsystemd
 # for journal-fanout, rsyslog/hyperfine/time for benchmarks, and a Python venv with the
 # CloudWatch Logs emulator (moto) and the peer CLIs (awslogs, awscli); debootstrap for the
-# container image test's local base image (binutils: strip); strace for the syscall-filter
+# container image test's local base image, made here (binutils: strip); strace for the syscall-filter
 # test; zsh, fish and man-db to check completions and man pages.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -46,5 +46,23 @@ if ! docker image inspect busybox:local >/dev/null 2>&1; then
   for a in sh echo sleep seq cat printf yes head dd true false ls tr awk xargs env; do ln -s busybox "$root/bin/$a"; done
   tar -C "$root" -c . | docker import - busybox:local >/dev/null
   rm -rf "$root"
+fi
+# The container image test's runtime base: Debian with the runtime libraries, debootstrapped
+# here (the one download the tests need; the tests themselves stay on loopback) and kept as a
+# tarball the test imports into a Docker engine of its own. Its name lists the packages: the
+# test looks for exactly this file (tests/tests/image.rs, BASE_PACKAGES).
+BASE_PACKAGES=libsystemd0,ca-certificates
+BASE_TAR=/var/cache/logsuite-tests/debian-bookworm-minbase+${BASE_PACKAGES//,/+}.tar
+if [ ! -s "$BASE_TAR" ]; then
+  echo "==> debootstrap of the image test's base ($BASE_TAR, about a minute)"
+  mkdir -p "$(dirname "$BASE_TAR")"
+  # debootstrap makes the root itself (0755): a mktemp -d root would be 0700, and the image's
+  # non-root user could not reach anything in it.
+  work=$(mktemp -d) root=$work/rootfs
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$root" http://deb.debian.org/debian >/tmp/logsuite-debootstrap.log 2>&1 \
+    || { echo "debootstrap failed (is deb.debian.org reachable?); see /tmp/logsuite-debootstrap.log" >&2; rm -rf "$work"; exit 1; }
+  tar -C "$root" -cf "$BASE_TAR.partial" .
+  rm -rf "$work"
+  mv "$BASE_TAR.partial" "$BASE_TAR"
 fi
 echo "==> dependencies ready"

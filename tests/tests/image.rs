@@ -8,19 +8,18 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::{unique_name, wait_until, workspace_bin, Dockerd, Journald, BUSYBOX_IMAGE};
 
 /// The runtime base the test builds on, imported into each test's engine from [`BASE_CACHE`].
 const BASE_IMAGE: &str = "logsuite-base:test";
-/// The debootstrapped base as a tarball, made once and kept (delete it to rebuild; its name
-/// changes with [`BASE_PACKAGES`]).
+/// Where `scripts/install-deps.sh` keeps the debootstrapped base as a tarball (delete it to
+/// remake it; its name changes with [`BASE_PACKAGES`]).
 const BASE_CACHE: &str = "/var/cache/logsuite-tests";
 /// What the Dockerfile's runtime stage would otherwise install with apt (it needs network then).
+/// The same list as `BASE_PACKAGES` in scripts/install-deps.sh.
 const BASE_PACKAGES: &str = "libsystemd0,ca-certificates";
-const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 const PROGRAMS: [&str; 3] = ["log-proxy", "journal-fanout", "cwlogs"];
 /// The user the Dockerfile creates.
 const IMAGE_UID: &str = "10001";
@@ -326,65 +325,22 @@ fn buildkit_client() -> PathBuf {
     );
 }
 
-/// The tarball of [`BASE_IMAGE`] in [`BASE_CACHE`], made unless it exists: a minimal Debian
-/// bookworm with the runtime libraries, debootstrapped into a folder and tarred (takes about
-/// a minute, needs deb.debian.org).
+/// The tarball of [`BASE_IMAGE`] in [`BASE_CACHE`]: a minimal Debian bookworm with the
+/// runtime libraries, debootstrapped by `scripts/install-deps.sh` (a download, so not here:
+/// the tests' traffic stays on loopback).
 fn base_tarball() -> PathBuf {
     let tarball = Path::new(BASE_CACHE).join(format!(
         "debian-bookworm-minbase+{}.tar",
         BASE_PACKAGES.replace(',', "+")
     ));
-    // Both tests of this file may get here at once: one debootstrap is enough.
-    static MAKING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    if tarball.exists() {
-        return tarball;
-    }
-
-    let debootstrap = ["/usr/sbin/debootstrap", "/sbin/debootstrap"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or_else(|| {
-            panic!(
-                "debootstrap is not installed: run `apt-get install -y debootstrap` \
-                 (or ./scripts/install-deps.sh); it makes the image test's base {BASE_IMAGE}"
-            )
-        });
-    let root = std::env::temp_dir().join(unique_name("logsuite-base-root"));
-    let started = Instant::now();
-    let out = Command::new(debootstrap)
-        .args(["--variant=minbase", &format!("--include={BASE_PACKAGES}")])
-        .arg("bookworm")
-        .arg(&root)
-        .arg(DEBIAN_MIRROR)
-        .output()
-        .expect("run debootstrap");
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&root);
+    if !tarball.is_file() {
         panic!(
-            "debootstrap of Debian bookworm from {DEBIAN_MIRROR} into {} failed (is the mirror \
-             reachable?):\n{}{}",
-            root.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "the image test's base {} is missing: run ./scripts/install-deps.sh, which \
+             debootstraps it (Debian bookworm minbase with {BASE_PACKAGES}; needs debootstrap \
+             and deb.debian.org)",
+            tarball.display()
         );
     }
-    eprintln!("debootstrap of {BASE_IMAGE} took {:.0?}", started.elapsed());
-
-    // Written beside its final name, then renamed: a run cut short leaves no half tarball.
-    std::fs::create_dir_all(BASE_CACHE).unwrap_or_else(|e| panic!("create {BASE_CACHE}: {e}"));
-    let partial = tarball.with_extension("tar.partial");
-    let tarred = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&partial)
-        .arg(".")
-        .status()
-        .expect("run tar");
-    let _ = std::fs::remove_dir_all(&root);
-    assert!(tarred.success(), "tar of the debootstrapped base failed");
-    std::fs::rename(&partial, &tarball).unwrap();
     tarball
 }
 
