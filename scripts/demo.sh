@@ -132,7 +132,7 @@ if [ -z "${LOGSUITE_BIN:-}" ]; then # before installing anything: the build need
   [ -x "$CARGO" ] || fail "cargo is missing: install Rust with rustup (https://rustup.rs), or set LOGSUITE_BIN to a directory holding the three built programs"
 fi
 step "dependencies: apt packages, the moto venv, a Docker engine (./scripts/install-deps.sh)"
-if ! ./scripts/install-deps.sh; then
+if ! ./scripts/install-deps.sh --no-image-base; then
   [ "$USE_DOCKER" != 1 ] || fail "install-deps.sh failed (see above) and LOGSUITE_DEMO_DOCKER=1 requires Docker"
   say "install-deps.sh failed (see above); going on if the rest is here, without Docker"
   USE_DOCKER=0

@@ -6,7 +6,10 @@
 # container image test's local base image, made here (binutils: strip); strace for the syscall-filter
 # test; zsh, fish and man-db to check completions and man pages.
 # Idempotent: a second run only checks.
+# --no-image-base: skip the image test's base (the demo does not need it).
 set -euo pipefail
+IMAGE_BASE=1
+[ "${1:-}" != --no-image-base ] || IMAGE_BASE=0
 
 VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
 PKGS=(docker.io busybox-static libsystemd-dev pkg-config systemd rsyslog hyperfine time python3-venv python3-pip openssl curl ca-certificates
@@ -53,7 +56,7 @@ fi
 # test looks for exactly this file (tests/tests/image.rs, BASE_PACKAGES).
 BASE_PACKAGES=libsystemd0,ca-certificates
 BASE_TAR=/var/cache/logsuite-tests/debian-bookworm-minbase+${BASE_PACKAGES//,/+}.tar
-if [ ! -s "$BASE_TAR" ]; then
+if [ "$IMAGE_BASE" = 1 ] && [ ! -s "$BASE_TAR" ]; then
   echo "==> debootstrap of the image test's base ($BASE_TAR, about a minute)"
   mkdir -p "$(dirname "$BASE_TAR")"
   # debootstrap makes the root itself (0755): a mktemp -d root would be 0700, and the image's
