@@ -243,7 +243,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             runtime_alive.beat();
         }
     });
-    daemon_kit::notify_ready(liveness);
+    let watchdog = daemon_kit::notify_ready(liveness);
     tracing::info!(
         destinations = ?config.destinations.iter().map(|d| d.name()).collect::<Vec<_>>(),
         "journal-fanout started"
@@ -255,7 +255,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let begin_stop = |deadline: &mut Option<tokio::time::Instant>| {
         if deadline.is_none() {
             stop.store(true, Ordering::Relaxed);
-            daemon_kit::notify_stopping();
+            watchdog.stopping();
             *deadline = Some(tokio::time::Instant::now() + config.shutdown_timeout);
         }
     };

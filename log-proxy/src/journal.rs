@@ -5,8 +5,9 @@
 //! (measured: each hand-off between threads costs a context switch, on 2 cores as much as the
 //! send); the writer thread takes over whenever that would wait.
 //!
-//! The writer never drops what it holds. While journald is slow, sends block and the
-//! back-pressure reaches Docker (its blocking mode stalls the container's writes — no loss).
+//! The writer never drops what it holds. While journald is slow (its socket full), the writer
+//! waits for room a second at a time and the back-pressure reaches Docker (its blocking mode
+//! stalls the container's writes — no loss).
 //! While journald is *gone* (socket missing or refused) the writer retries with backoff and
 //! flags it, so the processor stops waiting, keeps the bounded queue full, and counts (per
 //! container) what does not fit — reported into each container's log once journald is back.
@@ -148,6 +149,10 @@ pub struct WriterState {
 /// counting it), so SIGTERM never wedges; under systemd's `TimeoutStopSec` in the unit.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long the writer waits at a time for room in journald's socket: short enough that a
+/// stop request and the watchdog see it, long enough not to spin.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
+
 /// Run the writer until the channel closes and everything it held is written.
 pub fn run_writer(
     journal: Journal,
@@ -156,8 +161,22 @@ pub fn run_writer(
     alive: daemon_kit::Part,
 ) {
     state.up.store(true, Ordering::Relaxed);
+    // Non-blocking, with the waits below: a blocking send to a journald that stops reading
+    // would block for as long as it does — past the watchdog and past SIGTERM's drain limit.
+    if let Err(e) = journal.set_nonblocking(true) {
+        tracing::warn!(error = %e, "cannot make the journald socket non-blocking; a journald that stops reading will hold this thread");
+    }
     let mut deadline: Option<std::time::Instant> = None;
     let mut abandoned = false;
+    // Whether the current "journald is not reading" episode was reported.
+    let mut slow_reported = false;
+    // At shutdown, journald gets DRAIN_LIMIT more to take what is held.
+    let out_of_time = |deadline: &mut Option<std::time::Instant>| {
+        state.stopping.load(Ordering::Relaxed) && {
+            let d = *deadline.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
+            std::time::Instant::now() >= d
+        }
+    };
     loop {
         // An empty queue is not a stall; a batch that never gets written is.
         alive.idle();
@@ -182,20 +201,33 @@ pub fn run_writer(
                     if !state.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(socket = %journal.path().display(), "journald is back; writing resumes");
                     }
+                    if std::mem::take(&mut slow_reported) {
+                        tracing::info!(socket = %journal.path().display(), "journald reads again; writing resumes");
+                    }
                     backoff = Duration::from_millis(10);
                 }
-                Err(e @ SendError::NotRunning { .. }) | Err(e @ SendError::WouldBlock { .. }) => {
+                Err(SendError::WouldBlock { .. }) => {
+                    // journald is there but not reading (busy, stopped, or restarting under
+                    // systemd, which keeps its socket): hold and wait for room. Still "up":
+                    // once the queue is full the processor waits too, and the back-pressure
+                    // reaches Docker, which holds the container's writes — nothing is lost.
+                    if out_of_time(&mut deadline) {
+                        abandoned = true;
+                        continue;
+                    }
+                    if !wait_writable(journal.as_raw_fd(), ROOM_WAIT) && !slow_reported {
+                        slow_reported = true;
+                        tracing::warn!(socket = %journal.path().display(), "journald has not read its socket for {ROOM_WAIT:?}; holding lines, and Docker's writes once log-proxy's queue is full");
+                    }
+                }
+                Err(e @ SendError::NotRunning { .. }) => {
                     if state.up.swap(false, Ordering::Relaxed) {
                         tracing::error!(error = %e, "journald unavailable; holding lines and retrying");
                     }
                     state.retries.fetch_add(1, Ordering::Relaxed);
-                    if state.stopping.load(Ordering::Relaxed) {
-                        let d = *deadline
-                            .get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
-                        if std::time::Instant::now() >= d {
-                            abandoned = true;
-                            continue;
-                        }
+                    if out_of_time(&mut deadline) {
+                        abandoned = true;
+                        continue;
                     }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -211,6 +243,18 @@ pub fn run_writer(
         }
         state.in_flight.fetch_sub(1, Ordering::Release);
     }
+}
+
+/// Wait up to `timeout` for room to send on `fd`; whether there is.
+fn wait_writable(fd: i32, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+    r > 0
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
             runtime_alive.beat();
         }
     });
-    daemon_kit::notify_ready(liveness);
+    let watchdog = daemon_kit::notify_ready(liveness);
 
     rt.block_on(async {
         tokio::select! {
@@ -212,7 +212,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
             _ = wait_finished(&intake) => tracing::error!("the syslog listener stopped unexpectedly"),
         }
     });
-    daemon_kit::notify_stopping();
+    watchdog.stopping();
     stop.store(true, Ordering::Relaxed);
     writer_state.stopping.store(true, Ordering::Relaxed);
     let intake_result = intake

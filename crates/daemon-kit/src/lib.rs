@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,16 +35,24 @@ pub fn init_tracing() {
 /// Each ping first asks `liveness` whether every watched part is beating (or idle); while one
 /// has stalled for half the interval (at least [`MIN_STALL`]) there is no ping, an error
 /// names the part, and systemd restarts the service once the interval runs out.
-pub fn notify_ready(liveness: Liveness) {
+pub fn notify_ready(liveness: Liveness) -> Watchdog {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let watchdog = Watchdog {
+        stopping: Arc::new(AtomicBool::new(false)),
+    };
     let mut usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
         let period = Duration::from_micros(usec / 2);
         let limit = period.max(MIN_STALL);
+        let stopping = watchdog.stopping.clone();
         std::thread::Builder::new()
             .name("watchdog".into())
             .spawn(move || loop {
                 std::thread::sleep(period);
+                // systemd stops watching once told STOPPING=1, and the loops wind down then.
+                if stopping.load(Ordering::Relaxed) {
+                    return;
+                }
                 let stalled = liveness.stalled(limit);
                 if stalled.is_empty() {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
@@ -60,16 +69,25 @@ pub fn notify_ready(liveness: Liveness) {
             })
             .expect("spawn watchdog thread");
     }
+    watchdog
+}
+
+/// The readiness and watchdog side of a running daemon, from [`notify_ready`].
+pub struct Watchdog {
+    stopping: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    /// Tell systemd the service is stopping, and stop judging progress: the loops end now.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    }
 }
 
 /// Loops beat at least this often (the slowest: a retry back-off of 1 s), so no shorter stall
 /// counts, however short `WatchdogSec=` is.
 pub const MIN_STALL: Duration = Duration::from_secs(5);
-
-/// Tell systemd the service is stopping.
-pub fn notify_stopping() {
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-}
 
 /// Serve Prometheus text exposition at `GET /metrics` on `addr` in the background of the
 /// current tokio runtime; `render` produces the body, any other path answers 404. The address

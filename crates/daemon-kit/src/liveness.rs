@@ -6,8 +6,8 @@
 //! names the part that stopped when it stops pinging — so the operator's log says what hung
 //! before systemd restarts the service.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `last` value of a part that is waiting for work.
@@ -21,20 +21,24 @@ pub struct Liveness {
 
 struct Inner {
     epoch: Instant,
-    parts: Mutex<Vec<Weak<Shared>>>,
+    parts: Mutex<Vec<Arc<Shared>>>,
 }
 
 struct Shared {
     name: String,
     /// Milliseconds since the epoch of the last beat, or [`IDLE`].
     last: AtomicU64,
+    /// Its thread panicked: stalled for good, whatever the limit.
+    panicked: AtomicBool,
 }
 
 /// One watched loop. It counts as alive while it beats at least once per stall limit, or while
-/// it says it is idle; dropping it (the loop ended) takes it out of the set.
+/// it says it is idle. Dropping it (the loop ended) takes it out of the set — unless its
+/// thread is panicking: then it stays, stalled for good, so a dead loop is not mistaken for a
+/// finished one.
 pub struct Part {
     shared: Arc<Shared>,
-    epoch: Instant,
+    inner: Arc<Inner>,
 }
 
 /// A part that has not beaten for longer than the limit.
@@ -67,13 +71,13 @@ impl Liveness {
         let shared = Arc::new(Shared {
             name: name.into(),
             last: AtomicU64::new(millis(self.inner.epoch)),
+            panicked: AtomicBool::new(false),
         });
         let mut parts = self.inner.parts.lock().unwrap_or_else(|e| e.into_inner());
-        parts.retain(|p| p.strong_count() > 0);
-        parts.push(Arc::downgrade(&shared));
+        parts.push(shared.clone());
         Part {
             shared,
-            epoch: self.inner.epoch,
+            inner: self.inner.clone(),
         }
     }
 
@@ -84,10 +88,15 @@ impl Liveness {
         let parts = self.inner.parts.lock().unwrap_or_else(|e| e.into_inner());
         let mut stalled: Vec<Stalled> = parts
             .iter()
-            .filter_map(Weak::upgrade)
             .filter_map(|p| {
                 let last = p.last.load(Ordering::Relaxed);
                 let since = Duration::from_millis(now.saturating_sub(last));
+                if p.panicked.load(Ordering::Relaxed) {
+                    return Some(Stalled {
+                        name: format!("{} (its thread panicked)", p.name),
+                        for_: since,
+                    });
+                }
                 (last != IDLE && since > limit).then(|| Stalled {
                     name: p.name.clone(),
                     for_: since,
@@ -104,13 +113,24 @@ impl Part {
     pub fn beat(&self) {
         self.shared
             .last
-            .store(millis(self.epoch), Ordering::Relaxed);
+            .store(millis(self.inner.epoch), Ordering::Relaxed);
     }
 
     /// The loop is about to wait for work for as long as it takes (an empty queue, a
     /// destination's retry back-off): not a stall. The next [`Part::beat`] watches it again.
     pub fn idle(&self) {
         self.shared.last.store(IDLE, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.panicked.store(true, Ordering::Relaxed);
+            return;
+        }
+        let mut parts = self.inner.parts.lock().unwrap_or_else(|e| e.into_inner());
+        parts.retain(|p| !Arc::ptr_eq(p, &self.shared));
     }
 }
 
@@ -122,7 +142,9 @@ fn millis(epoch: Instant) -> u64 {
 mod tests {
     use super::*;
 
-    const LIMIT: Duration = Duration::from_millis(50);
+    /// Long enough that a loaded machine's scheduling does not make a part look stalled
+    /// between two statements.
+    const LIMIT: Duration = Duration::from_millis(500);
 
     /// Wait past the limit on the real clock (what the watchdog itself measures).
     fn past_limit() {
@@ -158,6 +180,23 @@ mod tests {
             l.stalled(LIMIT).len(),
             1,
             "watched again after its next beat"
+        );
+    }
+
+    #[test]
+    fn a_part_whose_thread_panicked_stays_stalled() {
+        let l = Liveness::new();
+        let part = l.part("journal reader (loggly)");
+        let _ = std::thread::spawn(move || {
+            let _part = part;
+            panic!("a bug in the reader");
+        })
+        .join();
+        let stalled = l.stalled(LIMIT);
+        assert_eq!(stalled.len(), 1, "a panicked part must not leave quietly");
+        assert_eq!(
+            stalled[0].name,
+            "journal reader (loggly) (its thread panicked)"
         );
     }
 

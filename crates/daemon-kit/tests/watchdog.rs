@@ -1,6 +1,6 @@
 //! `notify_ready` against a real notification socket, as systemd sets it up (`NOTIFY_SOCKET`,
 //! `WATCHDOG_USEC`): READY=1, then WATCHDOG=1 while every part beats, and none once a part
-//! stalls — which is what makes systemd restart a wedged daemon.
+//! stalls — which is what makes systemd restart a wedged daemon — then STOPPING=1.
 //!
 //! One test in this file: it sets the process's environment before any other thread runs.
 
@@ -50,7 +50,7 @@ fn pings_while_every_part_beats_or_waits_and_stops_when_one_stalls() {
     let worker = liveness.part("worker");
     let waiter = liveness.part("waiter");
     waiter.idle();
-    daemon_kit::notify_ready(liveness);
+    let watchdog = daemon_kit::notify_ready(liveness);
 
     let first = received(&sock, Duration::from_millis(100));
     assert_eq!(
@@ -85,5 +85,18 @@ fn pings_while_every_part_beats_or_waits_and_stops_when_one_stalls() {
     worker.beat();
     let back = received(&sock, Duration::from_millis(1200));
     assert!(pings(&back) >= 1, "no ping after the worker recovered");
+
+    // Stopping: STOPPING=1, and no more judging (the loops wind down now; systemd no longer
+    // watches), so no pings and no false "no progress" either.
+    watchdog.stopping();
+    let stopping = received(&sock, Duration::from_millis(1500));
+    assert!(
+        stopping.iter().any(|m| m.contains("STOPPING=1")),
+        "{stopping:?}"
+    );
+    assert!(
+        pings(&stopping) <= 1,
+        "pinged after STOPPING=1: {stopping:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -156,6 +156,19 @@ impl Journald {
         let _ = fs::remove_file(&self.socket);
     }
 
+    /// Freeze journald (SIGSTOP): its socket stays, but nothing reads it, so it fills — what
+    /// a busy, hung or restarting journald looks like to a client. [`Journald::thaw`] ends it.
+    pub fn freeze(&self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    /// Let a [`Journald::freeze`]d journald run again.
+    pub fn thaw(&self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
     /// Start the same namespace again after [`Journald::stop`].
     pub fn restart(&mut self) {
         self.stop();
