@@ -233,8 +233,9 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
     drop(done_tx);
 
-    // Destinations are not watched themselves (their calls time out, their retries are
-    // waits); the runtime they run on is.
+    // Destinations are not watched themselves: each network step has a timeout (HTTP 60 s,
+    // CloudWatch's SDK 60 s per attempt, syslog-TLS 10 s handshake / 60 s write) and their
+    // retries are waits. The runtime they run on is watched.
     let runtime_alive = liveness.part("async runtime (destinations)");
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));

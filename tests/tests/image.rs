@@ -1,5 +1,6 @@
 //! The container image (the repository's `Dockerfile`) without an image registry: its runtime
-//! stage is built offline on a Debian base made here (debootstrap + `docker import`), holding
+//! stage is built offline on a Debian base debootstrapped by scripts/install-deps.sh and
+//! imported here (`docker import`), holding
 //! the workspace's own binaries (`--build-arg BINARIES=prebuilt`), and each program runs in it.
 //!
 //! Each test builds in a Docker engine of its own ([`testkit::Dockerd`]) that is removed with

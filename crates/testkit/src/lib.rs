@@ -448,7 +448,14 @@ impl Dockerd {
         if let Some(config) = config {
             command.arg("--config-file").arg(config);
         }
+        // Its own containerd namespaces too: should it find a system containerd to share,
+        // its containers and images still stay apart from every other engine's.
+        let namespace = unique_name("dockerd");
         let child = command
+            .arg("--containerd-namespace")
+            .arg(&namespace)
+            .arg("--containerd-plugins-namespace")
+            .arg(format!("{namespace}-plugins"))
             .arg("--data-root")
             .arg(dir.join("data"))
             .arg("--exec-root")
@@ -536,20 +543,41 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        // SIGTERM lets dockerd stop its containers and containerd and unmount what it mounted.
+        // SIGTERM lets dockerd stop its containers and containerd and unmount what it mounted;
+        // one that does not end in 30 s is killed.
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
-        // dockerd bind-mounts parts of its roots; undo what is left before removing.
-        for root in ["data", "exec"] {
-            let _ = Command::new("umount")
-                .arg("-R")
-                .arg(self.dir.join(root))
-                .stderr(Stdio::null())
-                .status();
+        // Whatever is still mounted below the directory (a killed engine leaves its data
+        // root's bind mount, shm and netns mounts), deepest first, then the files.
+        for mount in mounts_under(&self.dir) {
+            if let Ok(path) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) {
+                // SAFETY: umount2 with a NUL-terminated path.
+                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            }
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Mount points at or below `dir` (from /proc/self/mountinfo), deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = info
+        .lines()
+        // The fifth field is the mount point, with spaces and the like octal-escaped.
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    // Deepest first; a path mounted twice is listed (and unmounted) twice.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    mounts
 }
 
 /// Where the Python tools (moto_server, awslogs, aws) live.

@@ -116,18 +116,39 @@ impl SyslogTls {
                 .await
                 .map_err(|_| "connect timed out after 10s")??;
                 tcp.set_nodelay(true)?;
-                let tls = self
-                    .connector
-                    .connect(self.server_name.clone(), tcp)
-                    .await?;
+                let tls = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    self.connector.connect(self.server_name.clone(), tcp),
+                )
+                .await
+                .map_err(|_| format!("TLS handshake timed out after {HANDSHAKE_TIMEOUT:?}"))??;
                 self.conn.insert(tls)
             }
         };
-        conn.write_all(frames).await?;
-        conn.flush().await?;
+        // A receiver that stops reading would otherwise hold this write (and the batch, and
+        // the cursor) for ever; after the timeout the connection's state is unknown: drop it.
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            conn.write_all(frames).await?;
+            conn.flush().await
+        })
+        .await;
+        match written {
+            Ok(r) => r?,
+            Err(_) => {
+                self.conn = None;
+                return Err(format!(
+                    "the receiver took no data for {WRITE_TIMEOUT:?}; reconnecting"
+                )
+                .into());
+            }
+        }
         Ok(())
     }
 }
+
+/// Bounds on each step of a delivery, as the HTTP destinations have (sinks/http.rs).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A receiver never talks back; a read that completes at once means EOF or an error.
 fn alive(conn: &mut TlsStream<TcpStream>) -> bool {
