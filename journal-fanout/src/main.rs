@@ -220,8 +220,10 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             std::thread::Builder::new()
                 .name("stdin-reader".into())
                 .spawn(move || {
-                    let mut src = source::stdin::StdinSource::start(host, metrics);
-                    let result = pipeline::read_loop(&mut src, limits, &outs, &stop, &alive);
+                    let result = unless_panicked(|| {
+                        let mut src = source::stdin::StdinSource::start(host, metrics);
+                        pipeline::read_loop(&mut src, limits, &outs, &stop, &alive)
+                    });
                     let _ = done.send(Finished {
                         what: "stdin reader".into(),
                         result,
@@ -315,6 +317,21 @@ fn is_config_error(e: &anyhow::Error) -> bool {
     };
 }
 
+/// Run a reader's body; a panic becomes its error, so the process stops and says so (exit 1,
+/// restarted by systemd from the saved cursors) instead of running on without that reader.
+fn unless_panicked(body: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        Err(anyhow::anyhow!(
+            "panicked: {what} — a bug; please report it with this log"
+        ))
+    })
+}
+
 fn spawn_delivery<S: Sink>(
     sink: S,
     rx: mpsc::Receiver<Batch>,
@@ -381,7 +398,7 @@ fn spawn_journal_reader(
                     config::StartAt::Head
                 })
             };
-            let result = match from {
+            let result = unless_panicked(|| match from {
                 Some(from) => source::journald::JournaldSource::open(
                     &location,
                     rules,
@@ -390,7 +407,7 @@ fn spawn_journal_reader(
                 )
                 .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop, &alive)),
                 None => Ok(()),
-            };
+            });
             let _ = done.send(Finished { what, result });
         })
         .context("cannot start a journal reader thread")?;
