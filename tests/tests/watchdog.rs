@@ -81,7 +81,7 @@ fn start_watched(
     args: &[&str],
     env: &[(&str, String)],
     notify: &Notify,
-) -> (Child, PathBuf) {
+) -> (Daemon, PathBuf) {
     let stderr = std::env::temp_dir().join(unique_name(program));
     let child = Command::new("sh")
         .arg("-c")
@@ -97,13 +97,39 @@ fn start_watched(
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("start {program}: {e}"));
-    (child, stderr)
+    (Daemon(child), stderr)
 }
 
-fn stop(mut child: Child) {
+/// A started daemon, killed on drop if a failed assertion left it running.
+struct Daemon(Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// SIGTERM, and wait for it to exit.
+fn stop(mut daemon: Daemon) {
     // SAFETY: signalling our own child by its pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
 }
 
 /// Pings all through `OUTAGE`, including its last two seconds (past the stall limit).
