@@ -451,6 +451,15 @@ impl Dockerd {
         // Its own containerd namespaces too: should it find a system containerd to share,
         // its containers and images still stay apart from every other engine's.
         let namespace = unique_name("dockerd");
+        // If the test process dies without dropping this (SIGKILL, a CI timeout), the engine
+        // is told to stop too, rather than run on holding its data root.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         let child = command
             .arg("--containerd-namespace")
             .arg(&namespace)
@@ -477,8 +486,10 @@ impl Dockerd {
         }
     }
 
-    /// Start one in a fresh temporary directory and wait until it answers.
+    /// Start one in a fresh temporary directory and wait until it answers. Directories of
+    /// earlier engines whose test process died without removing them go first.
     pub fn start_ready() -> Dockerd {
+        sweep_stale_engines();
         let dir = std::env::temp_dir().join(unique_name("dockerd"));
         let mut engine = Dockerd::start(&dir, None);
         engine
@@ -553,16 +564,51 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Whatever is still mounted below the directory (a killed engine leaves its data
-        // root's bind mount, shm and netns mounts), deepest first, then the files.
-        for mount in mounts_under(&self.dir) {
-            if let Ok(path) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) {
-                // SAFETY: umount2 with a NUL-terminated path.
-                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        remove_engine_dir(&self.dir);
     }
+}
+
+/// Remove `dockerd*` directories in the temporary directory whose engine is gone: its pid file
+/// names no running dockerd, or there is none and its log has not changed for a minute.
+fn sweep_stale_engines() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        // Made by `Dockerd::start`, which writes dockerd.log there first.
+        let is_engine_dir = entry.file_name().to_string_lossy().starts_with("dockerd")
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+            && dir.join("dockerd.log").is_file();
+        if !is_engine_dir {
+            continue;
+        }
+        // A running engine has its pid file (written within a second of its start, removed
+        // when it stops); without one, only a directory that was just made may still get one.
+        let running = match fs::read_to_string(dir.join("dockerd.pid")) {
+            Ok(pid) => fs::read_to_string(format!("/proc/{}/comm", pid.trim()))
+                .is_ok_and(|comm| comm.trim() == "dockerd"),
+            Err(_) => fs::metadata(dir.join("dockerd.log"))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60)),
+        };
+        if running {
+            continue;
+        }
+        remove_engine_dir(&dir);
+    }
+}
+
+/// Unmount whatever is still mounted below an engine's directory (a killed engine leaves its
+/// data root's bind mount, shm and netns mounts), deepest first, then remove the files.
+fn remove_engine_dir(dir: &Path) {
+    for mount in mounts_under(dir) {
+        if let Ok(path) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2 with a NUL-terminated path.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    let _ = fs::remove_dir_all(dir);
 }
 
 /// Mount points at or below `dir` (from /proc/self/mountinfo), deepest first.
