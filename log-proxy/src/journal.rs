@@ -215,7 +215,7 @@ pub fn run_writer(
                         abandoned = true;
                         continue;
                     }
-                    if !wait_writable(journal.as_raw_fd(), ROOM_WAIT) && !slow_reported {
+                    if !journal.wait_for_room(ROOM_WAIT) && !slow_reported {
                         slow_reported = true;
                         tracing::warn!(socket = %journal.path().display(), "journald has not read its socket for {ROOM_WAIT:?}; holding lines, and Docker's writes once log-proxy's queue is full");
                     }
@@ -243,18 +243,6 @@ pub fn run_writer(
         }
         state.in_flight.fetch_sub(1, Ordering::Release);
     }
-}
-
-/// Wait up to `timeout` for room to send on `fd`; whether there is.
-fn wait_writable(fd: i32, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
-    r > 0
 }
 
 #[cfg(test)]

@@ -153,9 +153,17 @@ impl Journal {
         self.sock.set_nonblocking(nonblocking)
     }
 
-    /// The socket, for polling writability.
-    pub fn as_raw_fd(&self) -> i32 {
-        self.sock.as_raw_fd()
+    /// After a non-blocking send found journald's queue full: wait up to `timeout` for room
+    /// (the socket is connected then, so this waits on journald's queue). Whether there is.
+    pub fn wait_for_room(&self, timeout: std::time::Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+        r > 0
     }
 
     /// Send one entry given as fields.
