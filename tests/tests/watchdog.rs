@@ -161,53 +161,102 @@ fn assert_pinged_through_outage(notify: &Notify, during: impl FnMut(), stderr: &
     );
 }
 
+/// log-proxy under a watchdog, on a socket of its own, writing into a journald; lines are
+/// Docker-shaped datagrams for one container, numbered from 1.
+struct WatchedProxy {
+    daemon: Daemon,
+    stderr: PathBuf,
+    notify: Notify,
+    dir: PathBuf,
+    socket: PathBuf,
+    sender: UnixDatagram,
+    tag: &'static str,
+    sent: std::cell::Cell<usize>,
+}
+
+impl WatchedProxy {
+    /// Started and READY=1.
+    fn start(jd: &Journald, tag: &'static str) -> WatchedProxy {
+        let dir = std::env::temp_dir().join(unique_name("wd-proxy"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("proxy.sock");
+        let notify = Notify::bind();
+        let (mut daemon, stderr) = start_watched(
+            "log-proxy",
+            &[
+                "--syslog-address",
+                &format!("unixgram://{}", socket.display()),
+                "--journal-socket",
+                jd.socket().to_str().unwrap(),
+                // No Docker here: lookups fail fast and lines keep their tag fields.
+                "--docker-host",
+                &format!("unix://{}", dir.join("no-docker.sock").display()),
+            ],
+            &[],
+            &notify,
+        );
+        notify.wait_ready(&mut daemon, &stderr);
+        WatchedProxy {
+            daemon,
+            stderr,
+            notify,
+            dir,
+            socket,
+            sender: UnixDatagram::unbound().unwrap(),
+            tag,
+            sent: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Send the next line, "`text` N"; returns N.
+    fn send(&self, text: &str) -> usize {
+        let n = self.sent.get() + 1;
+        self.sent.set(n);
+        let line = format!(
+            "<14>1 2026-11-22T00:00:00.000000Z host {} 1 - - {text} {n}",
+            self.tag
+        );
+        self.sender.send_to(line.as_bytes(), &self.socket).unwrap();
+        n
+    }
+
+    /// Wait until journald holds every line sent; the first one must come first.
+    fn assert_all_arrived(&self, jd: &Journald, text: &str) {
+        let entries = jd.wait_for_count(
+            &[&format!("CONTAINER_TAG={}", self.tag)],
+            self.sent.get(),
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            field(&entries[0], "MESSAGE").as_deref(),
+            Some(format!("{text} 1").as_str()),
+            "held lines arrive in order"
+        );
+    }
+}
+
+impl Drop for WatchedProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn log_proxy_keeps_pinging_its_watchdog_while_journald_is_down() {
     let mut jd = Journald::start();
-    let dir = std::env::temp_dir().join(unique_name("wd-proxy"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("proxy.sock");
-    let notify = Notify::bind();
-    let (mut proxy, stderr) = start_watched(
-        "log-proxy",
-        &[
-            "--syslog-address",
-            &format!("unixgram://{}", socket.display()),
-            "--journal-socket",
-            jd.socket().to_str().unwrap(),
-            // No Docker here: lookups fail fast and lines keep their tag fields.
-            "--docker-host",
-            &format!("unix://{}", dir.join("no-docker.sock").display()),
-        ],
-        &[],
-        &notify,
-    );
-    notify.wait_ready(&mut proxy, &stderr);
-
-    let tag = "0123456789ab";
-    let sender = UnixDatagram::unbound().unwrap();
-    let mut sent = 0;
+    let proxy = WatchedProxy::start(&jd, "0123456789ab");
     jd.stop();
     assert_pinged_through_outage(
-        &notify,
+        &proxy.notify,
         || {
-            sent += 1;
-            let line = format!("<14>1 2026-11-22T00:00:00.000000Z host {tag} 1 - - held {sent}");
-            sender.send_to(line.as_bytes(), &socket).unwrap();
+            proxy.send("held");
         },
-        &stderr,
+        &proxy.stderr,
     );
 
     // And nothing was lost by waiting: the held lines arrive once journald is back.
     jd.restart();
-    let entries = jd.wait_for_count(
-        &[&format!("CONTAINER_TAG={tag}")],
-        sent,
-        Duration::from_secs(30),
-    );
-    assert_eq!(field(&entries[0], "MESSAGE").as_deref(), Some("held 1"));
-    stop(proxy);
-    let _ = std::fs::remove_dir_all(&dir);
+    proxy.assert_all_arrived(&jd, "held");
 }
 
 /// A journald that stops reading (frozen: its socket stays and fills, as when it hangs or
@@ -216,64 +265,29 @@ fn log_proxy_keeps_pinging_its_watchdog_while_journald_is_down() {
 #[test]
 fn log_proxy_keeps_pinging_while_journald_is_frozen_and_still_stops_in_time() {
     let jd = Journald::start();
-    let dir = std::env::temp_dir().join(unique_name("wd-frozen"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("proxy.sock");
-    let notify = Notify::bind();
-    let (mut proxy, stderr) = start_watched(
-        "log-proxy",
-        &[
-            "--syslog-address",
-            &format!("unixgram://{}", socket.display()),
-            "--journal-socket",
-            jd.socket().to_str().unwrap(),
-            "--docker-host",
-            &format!("unix://{}", dir.join("no-docker.sock").display()),
-        ],
-        &[],
-        &notify,
-    );
-    notify.wait_ready(&mut proxy, &stderr);
-
-    let tag = "0123456789ac";
-    let sender = UnixDatagram::unbound().unwrap();
-    let mut sent = 0;
-    let mut send = || {
-        sent += 1;
-        let line = format!("<14>1 2026-11-22T00:00:00.000000Z host {tag} 1 - - frozen {sent}");
-        sender.send_to(line.as_bytes(), &socket).unwrap();
-        sent
-    };
+    let mut proxy = WatchedProxy::start(&jd, "0123456789ac");
     jd.freeze();
     // More than journald's socket queues (net.unix.max_dgram_qlen): the writer waits at once.
     for _ in 0..20 {
-        send();
+        proxy.send("frozen");
     }
     assert_pinged_through_outage(
-        &notify,
+        &proxy.notify,
         || {
-            send();
+            proxy.send("frozen");
         },
-        &stderr,
+        &proxy.stderr,
     );
     jd.thaw();
-    let total = send();
-    let entries = jd.wait_for_count(
-        &[&format!("CONTAINER_TAG={tag}")],
-        total,
-        Duration::from_secs(30),
-    );
-    assert_eq!(
-        field(&entries[0], "MESSAGE").as_deref(),
-        Some("frozen 1"),
-        "held lines arrive in order"
-    );
+    proxy.send("frozen");
+    proxy.assert_all_arrived(&jd, "frozen");
 
     // Frozen again, with lines held: SIGTERM ends it within the drain limit (10 s).
     jd.freeze();
     for _ in 0..50 {
-        send();
+        proxy.send("frozen");
     }
+    let stderr = proxy.stderr.clone();
     wait_until(
         Duration::from_secs(30),
         "the writer to wait for journald",
@@ -285,11 +299,11 @@ fn log_proxy_keeps_pinging_while_journald_is_frozen_and_still_stops_in_time() {
         },
     );
     // SAFETY: signalling our own child by its pid.
-    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(proxy.daemon.id() as i32, libc::SIGTERM) };
     let status = wait_until(
         Duration::from_secs(30),
         "log-proxy to exit after SIGTERM while journald is frozen",
-        || proxy.try_wait().unwrap(),
+        || proxy.daemon.try_wait().unwrap(),
     );
     jd.thaw();
     assert!(status.success(), "exit {status}: {}", read(&stderr));
@@ -298,20 +312,23 @@ fn log_proxy_keeps_pinging_while_journald_is_frozen_and_still_stops_in_time() {
         "the lines it could not write must be counted: {}",
         read(&stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn journal_fanout_keeps_pinging_its_watchdog_while_cloudwatch_is_down() {
     let jd = Journald::start();
     let journal = journal_native::Journal::new(jd.socket()).unwrap();
-    let fields: [(&str, &[u8]); 4] = [
-        ("MESSAGE", b"waiting for CloudWatch"),
-        ("CONTAINER_TAG", b"0123456789ab"),
-        ("CONTAINER_NAME", b"web"),
-        ("CONTAINER_ID", b"0123456789ab"),
-    ];
-    journal.send(&fields).unwrap();
+    // A container line as log-proxy writes it (the fields journal-fanout ships by).
+    let write = |message: &str| {
+        let fields: [(&str, &[u8]); 4] = [
+            ("MESSAGE", message.as_bytes()),
+            ("CONTAINER_TAG", b"0123456789ab"),
+            ("CONTAINER_NAME", b"web"),
+            ("CONTAINER_ID", b"0123456789ab"),
+        ];
+        journal.send(&fields).unwrap();
+    };
+    write("waiting for CloudWatch");
     jd.wait_for_count(&["CONTAINER_NAME=web"], 1, Duration::from_secs(10));
 
     let state = std::env::temp_dir().join(unique_name("wd-fanout"));
@@ -347,14 +364,7 @@ fn journal_fanout_keeps_pinging_its_watchdog_while_cloudwatch_is_down() {
         &notify,
         || {
             written += 1;
-            let message = format!("waiting {written}");
-            let fields: [(&str, &[u8]); 4] = [
-                ("MESSAGE", message.as_bytes()),
-                ("CONTAINER_TAG", b"0123456789ab"),
-                ("CONTAINER_NAME", b"web"),
-                ("CONTAINER_ID", b"0123456789ab"),
-            ];
-            journal.send(&fields).unwrap();
+            write(&format!("waiting {written}"));
         },
         &stderr,
     );

@@ -413,16 +413,18 @@ pub fn docker_import(host: Option<&str>, root: &Path, tag: &str) -> Result<(), S
 
 /// Run `docker` with `args`, panicking with its stderr on failure; returns stdout trimmed.
 pub fn docker_cmd(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
+    let mut docker = Command::new("docker");
+    docker.args(args);
+    stdout_or_panic(docker, &format!("docker {}", args.join(" ")))
+}
+
+/// Run `command` (shown as `shown`), panicking with its stderr on failure; stdout trimmed.
+fn stdout_or_panic(mut command: Command, shown: &str) -> String {
+    let out = command
         .output()
-        .expect("run docker");
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
     if !out.status.success() {
-        panic!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        panic!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -523,16 +525,8 @@ impl Dockerd {
     /// Run `docker` against this engine, panicking with its stderr on failure; returns stdout
     /// trimmed.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = self.docker(args).output().expect("run docker");
-        if !out.status.success() {
-            panic!(
-                "docker -H {} {} failed: {}",
-                self.host(),
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let shown = format!("docker -H {} {}", self.host(), args.join(" "));
+        stdout_or_panic(self.docker(args), &shown)
     }
 
     /// Ready = `docker info` answers; `None` if dockerd exited first.
