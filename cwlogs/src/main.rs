@@ -79,11 +79,26 @@ fn main() -> ExitCode {
             if follow {
                 0
             } else {
-                130
+                die_of_sigint()
             }
         }
     };
     std::process::exit(code)
+}
+
+/// End an interrupted command by SIGINT itself, not by a plain exit status: a calling shell
+/// tells the two apart, and takes a normal exit for "the program handled Ctrl-C" — its loop or
+/// script then goes on (the demo did: a `cwlogs fetch` in a wait loop swallowed the Ctrl-C).
+/// The shell's `$?` is 130 either way.
+fn die_of_sigint() -> i32 {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: restoring the default action and raising a signal on ourselves.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::raise(libc::SIGINT);
+    }
+    130 // not reached: the default action of SIGINT ends the process
 }
 
 /// `cwlogs SERVICE`: the old habit, answered with the command to type (or, for a typo of

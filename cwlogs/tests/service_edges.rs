@@ -249,3 +249,43 @@ fn access_denied_names_the_permissions() {
     );
     assert!(err.contains("not authorized to perform"), "{err}");
 }
+
+/// Ctrl-C during a plain command (here, stuck on an endpoint that never answers) ends cwlogs
+/// by SIGINT itself, not by a plain exit status: that is how a calling shell knows its loop
+/// or script was interrupted, rather than that cwlogs handled the Ctrl-C and it should go on.
+#[test]
+fn ctrl_c_during_a_plain_fetch_ends_it_by_sigint() {
+    use std::os::unix::process::ExitStatusExt;
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut child = Command::new(BIN)
+        .args(["fetch", "web"])
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its request arrived: cwlogs is running its command (the Ctrl-C handler is set by then).
+    let (_held, _) = silent.accept().unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGINT),
+        "interrupted cwlogs must die of SIGINT, got {status}; stderr: {stderr}"
+    );
+    assert_eq!(stderr, "", "an interruption prints nothing");
+}
