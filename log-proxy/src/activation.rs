@@ -16,7 +16,8 @@ use crate::intake::Listener;
 /// First inherited descriptor (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
 
-/// The socket systemd passed to this process, if it was started that way.
+/// The socket systemd passed to this process, if it was started that way. Call it before
+/// any thread starts: it removes `LISTEN_*` from the environment.
 ///
 /// `Ok(None)` when `LISTEN_PID`/`LISTEN_FDS` are absent or meant for another process (then
 /// log-proxy binds its own socket). An error when the inherited socket cannot be served —
@@ -26,6 +27,12 @@ pub fn inherited() -> anyhow::Result<Option<Listener>> {
         std::env::var("LISTEN_PID").ok(),
         std::env::var("LISTEN_FDS").ok(),
     );
+    // As sd_listen_fds(3) does with unset_environment: the variables describe this process
+    // only, and no program log-proxy might start should take fd 3 for a socket. Called from
+    // main before any thread exists, so changing the environment races with nothing.
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(name);
+    }
     let Some(n) = fds_for_us(vars.0.as_deref(), vars.1.as_deref(), std::process::id())? else {
         return Ok(None);
     };

@@ -157,13 +157,16 @@ fn lines_sent_while_stopped_arrive_after_restart_on_the_inherited_socket() {
 
     // No log-proxy runs now. A blocking sender, like Docker's syslog driver: the kernel queues
     // what fits in the socket and blocks the rest; nothing is refused or lost.
+    // More than the kernel queues (net.unix.max_dgram_qlen: 10 here, 512 where systemd booted
+    // the host), so the sender must block until the next log-proxy reads.
+    let during = max_dgram_qlen() + 200;
     let sent = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (sent, path, tag) = (sent.clone(), path.clone(), tag.clone());
         std::thread::spawn(move || {
             let s = UnixDatagram::unbound().unwrap();
             s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
-            for i in 0..200 {
+            for i in 0..during {
                 s.send_to(&line(&tag, &format!("during {i}")), &path)
                     .expect("send while log-proxy is stopped");
                 sent.fetch_add(1, Ordering::SeqCst);
@@ -177,17 +180,17 @@ fn lines_sent_while_stopped_arrive_after_restart_on_the_inherited_socket() {
     );
     let queued_while_stopped = sent.load(Ordering::SeqCst);
     assert!(
-        queued_while_stopped < 200,
+        queued_while_stopped < during,
         "the kernel queue should have filled and blocked the sender"
     );
 
     let mut second = Activated::start(&[socket.as_raw_fd()], jd.socket());
     second.wait_ready();
     writer.join().unwrap();
-    let got = messages(&jd, &tag, 220);
+    let got = messages(&jd, &tag, 20 + during);
     let want: Vec<String> = (0..20)
         .map(|i| format!("before {i}"))
-        .chain((0..200).map(|i| format!("during {i}")))
+        .chain((0..during).map(|i| format!("during {i}")))
         .collect();
     assert_eq!(got, want, "every line once, in order");
     assert_eq!(second.terminate(), 0, "log-proxy: {}", second.stderr());
@@ -264,4 +267,13 @@ fn an_inherited_socket_systemd_did_not_create_is_refused() {
     assert_eq!(status.code(), Some(1));
     let err = p.stderr();
     assert!(err.contains("unbound unix socket"), "{err}");
+}
+
+/// How many datagrams a unix socket's queue holds before senders block.
+fn max_dgram_qlen() -> usize {
+    let text = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .expect("read /proc/sys/net/unix/max_dgram_qlen");
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("max_dgram_qlen {text:?}: {e}"))
 }

@@ -189,6 +189,76 @@ fn the_socket_path_and_settings_agree_in_every_shipped_file() {
 }
 
 #[test]
+fn environment_files_name_every_setting_with_its_default() {
+    // systemd/*.env become /etc/default/*: an operator edits them, so a renamed flag must not
+    // leave a variable there that the program silently ignores, nor a setting undocumented.
+    for (program, file, prefix) in [
+        ("log-proxy", "systemd/log-proxy.env", "LOG_PROXY_"),
+        (
+            "journal-fanout",
+            "systemd/journal-fanout.env",
+            "JOURNAL_FANOUT_",
+        ),
+    ] {
+        let help = run(Command::new(workspace_bin(program)).arg("--help")).stdout;
+        let help = String::from_utf8_lossy(&help);
+        // NAME -> the default --help shows, if any (one option's text is one line in --help).
+        let mut in_help = std::collections::BTreeMap::new();
+        for line in help.lines() {
+            let Some((_, rest)) = line.split_once("[env: ") else {
+                continue;
+            };
+            let name = rest.split('=').next().unwrap().to_string();
+            let default = line
+                .split_once("[default: ")
+                .map(|(_, d)| d.split(']').next().unwrap().to_string());
+            in_help.insert(name, default);
+        }
+        assert!(
+            !in_help.is_empty(),
+            "{program} --help names no variables:\n{help}"
+        );
+
+        let text = read(file);
+        let mut in_file = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let (commented, line) = match line.strip_prefix('#') {
+                Some(rest) => (true, rest),
+                None => (false, line),
+            };
+            if let Some((name, value)) = line.split_once('=') {
+                if name.starts_with(prefix) && !name.contains(' ') {
+                    in_file.insert(name.to_string(), (commented, value.to_string()));
+                }
+            }
+        }
+        let help_names: Vec<_> = in_help.keys().collect();
+        let file_names: Vec<_> = in_file.keys().collect();
+        assert_eq!(
+            file_names, help_names,
+            "{file} must list exactly the variables `{program} --help` reads"
+        );
+        // The file says a commented line keeps the default it shows: it must be the default.
+        // (/var/run is a link to /run: either spelling names the same socket.)
+        let same =
+            |a: &str, b: &str| a.replace("/var/run/", "/run/") == b.replace("/var/run/", "/run/");
+        for (name, default) in &in_help {
+            let (commented, value) = &in_file[name];
+            // Defaults worked out at run time read like "$DOCKER_HOST, else ...".
+            let Some(default) = default.as_deref().filter(|d| !d.contains('$')) else {
+                continue;
+            };
+            if *commented && !value.is_empty() {
+                assert!(
+                    same(value, default),
+                    "{file}: #{name}={value}, but {program}'s default is {default}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn docker_configured_by_daemon_json_logs_every_container_through_log_proxy() {
     let jd = Journald::start();
     let dir = temp_dir("daemon-json");
