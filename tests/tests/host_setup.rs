@@ -56,7 +56,8 @@ fn installed_units_pass_systemd_analyze_verify() {
         .arg(&dest)
         .arg("--bin-dir")
         .arg(&bin_dir));
-    let units = dest.join("etc/systemd/system");
+    // The default prefix (/usr/local) puts units where systemd reads vendor units.
+    let units = dest.join("usr/local/lib/systemd/system");
     let check = temp_dir("units-check");
     let names = [
         "log-proxy.socket",

@@ -113,6 +113,44 @@ fn install_sh_stages_programs_man_pages_completions_and_units_under_destdir() {
     bash_completion_completes(&stage);
     zsh_and_fish_completions_parse(&stage);
     units_settings_and_docs_are_in_place(&stage, operator_config);
+    a_unit_edited_by_hand_survives_a_reinstall(&stage, &bin_dir);
+}
+
+/// Outside /usr/local and /usr the units go to /etc/systemd/system, the operator's place: an
+/// install replaces the units it wrote, but keeps one changed by hand and writes NAME.new.
+fn a_unit_edited_by_hand_survives_a_reinstall(stage: &Staging, bin_dir: &Path) {
+    let units = stage.path("/etc/systemd/system");
+    let edited = units.join("log-proxy.service");
+    let mut mine = fs::read_to_string(&edited).unwrap();
+    mine.push_str("# the operator's own line\n");
+    fs::write(&edited, &mine).unwrap();
+
+    let out = install_sh(bin_dir, &stage.0, &["--prefix", PREFIX]);
+    assert!(out.status.success(), "reinstall failed:\n{}", text_of(&out));
+    assert_eq!(
+        fs::read_to_string(&edited).unwrap(),
+        mine,
+        "install.sh overwrote a unit edited by hand"
+    );
+    assert!(
+        units.join("log-proxy.service.new").is_file(),
+        "the new unit should wait beside the edited one as log-proxy.service.new"
+    );
+    assert!(
+        text(&out.stderr).contains("log-proxy.service was changed by hand"),
+        "install.sh must say it kept the edited unit:\n{}",
+        text_of(&out)
+    );
+    for untouched in ["log-proxy.socket", "journal-fanout.service"] {
+        assert!(
+            !units.join(format!("{untouched}.new")).exists(),
+            "{untouched} was not edited: it should simply be replaced"
+        );
+    }
+}
+
+fn text_of(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
 
 fn binaries_print_name_version_and_rev(stage: &Staging) {
