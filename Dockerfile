@@ -47,8 +47,11 @@ RUN if ! dpkg -s libsystemd0 ca-certificates >/dev/null 2>&1; then \
  && groupadd --gid 10001 logsuite \
  && useradd --uid 10001 --gid logsuite --no-log-init --create-home --home-dir /home/logsuite \
       --shell /usr/sbin/nologin logsuite \
- && install -d -o logsuite -g logsuite /var/lib/journal-fanout
+ && install -d -o logsuite -g logsuite /var/lib/journal-fanout /run/log-proxy
 COPY --from=binaries /out/log-proxy /out/journal-fanout /out/cwlogs /usr/local/bin/
+# The non-root user cannot create log-proxy's host default (/run/rate-limiting-log-proxy.sock):
+# in the image the socket lives in a directory of its own, which the host mounts to reach it.
+ENV LOG_PROXY_SYSLOG_ADDRESS=unixgram:///run/log-proxy/log-proxy.sock
 USER 10001:10001
 WORKDIR /home/logsuite
 ENTRYPOINT ["log-proxy"]

@@ -109,11 +109,8 @@ fn documented_runs_carry_a_container_line_through_log_proxy_and_journal_fanout_i
             &["-v", &proxy_mount],
             &["-v", &journal_mount],
             &["-v", &docker_mount],
+            // No arguments: the image's own default puts the socket in /run/log-proxy.
             &[&image.tag],
-            &[
-                "--syslog-address",
-                "unixgram:///run/log-proxy/log-proxy.sock",
-            ],
         ]
         .concat(),
     );
