@@ -8,12 +8,13 @@
 # lines against a limit of 100 per 5 s), so you see log-proxy's drop notice in the noisy
 # container's own log while the quiet one loses nothing. Everything runs privately (a fresh
 # journald namespace, the emulator on a free loopback port) and is removed at the end — on
-# success, on failure and on Ctrl-C.
+# success, on failure and on Ctrl-C — with the Docker engine, if one was started for it.
 #
 # Settings (environment):
 #   LOGSUITE_BIN=DIR         use log-proxy, journal-fanout and cwlogs from DIR; skip the build
-#   LOGSUITE_DEMO_DOCKER=    auto (default): real containers when Docker works, else a built-in
-#                            generator; 1: require Docker; 0: always the generator
+#   LOGSUITE_DEMO_DOCKER=    auto (default): real containers when Docker can run one (a probe
+#                            container tells), else a built-in generator; 1: require Docker;
+#                            0: always the generator (and no Docker engine is started)
 #   LOGSUITE_DEMO_KEEP=1     keep the work directory (all logs) instead of removing it
 #   LOGSUITE_VENV=DIR        Python venv with moto_server (default /opt/logsuite-venv)
 set -Eeuo pipefail
@@ -59,7 +60,7 @@ trap 'echo; echo "interrupted: cleaning up" >&2; exit 130' INT
 trap 'echo "terminated: cleaning up" >&2; exit 143' TERM
 
 NS="" WORK="" CONTAINERS=() DAEMONS=() # DAEMONS: "pid name log" of what must keep running
-JOURNALD_PID=""
+JOURNALD_PID="" DOCKERD_PID="" # DOCKERD_PID: an engine this run caused install-deps.sh to start
 cleanup() {
   local rc=$? pid
   trap '' INT TERM
@@ -85,6 +86,14 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
+  if [ -n "$DOCKERD_PID" ]; then
+    # Started for this demo, so stopped with it (its containers are removed above).
+    kill -TERM "$DOCKERD_PID" 2>/dev/null
+    for _ in $(seq 1 300); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$DOCKERD_PID" 2>/dev/null
+    rm -f /run/logsuite-dockerd.pid
+    echo "==> stopped the Docker engine the demo started (pid $DOCKERD_PID)"
+  fi
   if [ -n "$NS" ]; then
     rm -f "/etc/systemd/journald@$NS.conf"
     rm -rf "/run/systemd/journal.$NS" "/run/log/journal/$MACHINE_ID.$NS" "/var/log/journal/$MACHINE_ID.$NS"
@@ -132,10 +141,22 @@ if [ -z "${LOGSUITE_BIN:-}" ]; then # before installing anything: the build need
   [ -x "$CARGO" ] || fail "cargo is missing: install Rust with rustup (https://rustup.rs), or set LOGSUITE_BIN to a directory holding the three built programs"
 fi
 step "dependencies: apt packages, the moto venv, a Docker engine (./scripts/install-deps.sh)"
-if ! ./scripts/install-deps.sh --no-image-base; then
+DEPS_ARGS=(--no-image-base)
+[ "$USE_DOCKER" != 0 ] || DEPS_ARGS+=(--no-docker-engine)
+ENGINE_WAS_UP=0
+docker info >/dev/null 2>&1 && ENGINE_WAS_UP=1
+if ! ./scripts/install-deps.sh "${DEPS_ARGS[@]}"; then
   [ "$USE_DOCKER" != 1 ] || fail "install-deps.sh failed (see above) and LOGSUITE_DEMO_DOCKER=1 requires Docker"
   say "install-deps.sh failed (see above); going on if the rest is here, without Docker"
   USE_DOCKER=0
+fi
+# An engine that install-deps.sh started for this run is stopped at the end, like the rest.
+if [ "$ENGINE_WAS_UP" = 0 ] && [ -s /run/logsuite-dockerd.pid ]; then
+  pid=$(cat /run/logsuite-dockerd.pid)
+  if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
+    DOCKERD_PID=$pid
+    say "a Docker engine was started for the demo (pid $pid); it is stopped at the end"
+  fi
 fi
 [ -x /lib/systemd/systemd-journald ] || fail "systemd-journald is missing: apt-get install -y systemd"
 [ -x "$VENV/bin/moto_server" ] || fail "$VENV/bin/moto_server is missing: python3 -m venv $VENV && $VENV/bin/pip install 'moto[server]'"
@@ -179,20 +200,40 @@ done
 
 # ── 3. log-proxy ─────────────────────────────────────────────────────────────────────────
 step "log-proxy: the syslog socket for Docker, each container limited to $BURST lines per $INTERVAL" "$WORK/log-proxy.log"
-METRICS=127.0.0.1:$(free_port)
 PROXY_ARGS=(--syslog-address "unixgram://$WORK/proxy.sock" --journal-socket "$JSOCK"
-  --burst "$BURST" --interval "$INTERVAL" --metrics-address "$METRICS")
+  --burst "$BURST" --interval "$INTERVAL")
 if [ "$USE_DOCKER" = auto ]; then
   if docker info >/dev/null 2>&1 && docker image inspect busybox:local >/dev/null 2>&1; then USE_DOCKER=1; else USE_DOCKER=0; fi
 fi
-if [ "$USE_DOCKER" = 0 ]; then
-  # No Docker to ask: point the proxy at nothing, as on a host without Docker. It then files
-  # each line under its syslog tag (CONTAINER_TAG) and counts the failed lookup.
-  PROXY_ARGS+=(--docker-host "unix://$WORK/no-docker.sock")
+start_proxy() {
+  METRICS=127.0.0.1:$(free_port)
+  rm -f "$WORK/proxy.sock"
+  start log-proxy "$WORK/log-proxy.log" "$BIN/log-proxy" "${PROXY_ARGS[@]}" --metrics-address "$METRICS" "$@"
+  wait_for 20 "log-proxy's socket $WORK/proxy.sock" test -S "$WORK/proxy.sock"
+  wait_for 20 "log-proxy's metrics on $METRICS" curl -sf "http://$METRICS/metrics"
+}
+# No Docker to ask: point the proxy at nothing, as on a host without Docker. It then files
+# each line under its syslog tag (CONTAINER_TAG) and counts the failed lookup.
+NO_DOCKER=(--docker-host "unix://$WORK/no-docker.sock")
+if [ "$USE_DOCKER" = 0 ]; then start_proxy "${NO_DOCKER[@]}"; else start_proxy; fi
+# An engine that answers may still be unable to run a container here (no cgroups, a broken
+# storage driver, the syslog driver refused): try one through the proxy first. Unless Docker
+# was required, the demo then goes on with its generator rather than failing.
+if [ "$USE_DOCKER" = 1 ] && [ "${LOGSUITE_DEMO_DOCKER:-auto}" = auto ]; then
+  CONTAINERS+=("probe-$NS")
+  if ! docker run --rm --name "probe-$NS" --network none --log-driver syslog \
+    --log-opt "syslog-address=unixgram://$WORK/proxy.sock" --log-opt syslog-format=rfc5424micro \
+    --log-opt tag=demo-probe busybox:local true >>"$WORK/docker.log" 2>&1; then
+    say "Docker answers but cannot run a container here (see $WORK/docker.log): using the generator"
+    USE_DOCKER=0
+    # The proxy is restarted without Docker, as the generator's lines come from no container.
+    pid=${DAEMONS[-1]%% *}
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
+    unset 'DAEMONS[-1]'
+    start_proxy "${NO_DOCKER[@]}"
+  fi
 fi
-start log-proxy "$WORK/log-proxy.log" "$BIN/log-proxy" "${PROXY_ARGS[@]}"
-wait_for 20 "log-proxy's socket $WORK/proxy.sock" test -S "$WORK/proxy.sock"
-wait_for 20 "log-proxy's metrics on $METRICS" curl -sf "http://$METRICS/metrics"
 
 # ── 4. the two sources ───────────────────────────────────────────────────────────────────
 if [ "$USE_DOCKER" = 1 ]; then

@@ -6,14 +6,19 @@
 # container image test's local base image, made here (binutils: strip); strace for the syscall-filter
 # test; zsh, fish and man-db to check completions and man pages.
 # Idempotent: a second run only checks.
-# --no-image-base: skip the image test's base (the demo does not need it).
+# --no-image-base:    skip the image test's base (the demo does not need it).
+# --no-docker-engine: start no Docker engine and import no image (the demo without Docker).
+# A Docker engine it starts has its pid in /run/logsuite-dockerd.pid (the demo stops the one
+# it caused to start).
 set -euo pipefail
-IMAGE_BASE=1
-case "${1:-}" in
-  "") ;;
-  --no-image-base) IMAGE_BASE=0 ;;
-  *) echo "install-deps.sh: unknown argument '$1' (the only one is --no-image-base)" >&2; exit 2 ;;
-esac
+IMAGE_BASE=1 ENGINE=1
+for arg in "$@"; do
+  case $arg in
+    --no-image-base) IMAGE_BASE=0 ;;
+    --no-docker-engine) ENGINE=0 ;;
+    *) echo "install-deps.sh: unknown argument '$arg' (known: --no-image-base, --no-docker-engine)" >&2; exit 2 ;;
+  esac
+done
 
 VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
 PKGS=(docker.io busybox-static libsystemd-dev pkg-config systemd rsyslog hyperfine time python3-venv python3-pip openssl curl ca-certificates
@@ -39,14 +44,16 @@ fi
 
 # A Docker engine for the tests (they also start one on demand): vfs storage, no networking,
 # because this kind of machine has no overlayfs or iptables for it.
-if ! docker info >/dev/null 2>&1; then
+if [ "$ENGINE" = 1 ] && ! docker info >/dev/null 2>&1; then
   echo "==> starting dockerd"
+  rm -f /run/logsuite-dockerd.pid
   # Its own session: a Ctrl-C in the demo that started it must not stop the engine.
   setsid nohup dockerd --storage-driver vfs --iptables=false --bridge=none >/tmp/logsuite-dockerd.log 2>&1 &
+  echo $! >/run/logsuite-dockerd.pid
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/logsuite-dockerd.log" >&2; exit 1; }
 fi
-if ! docker image inspect busybox:local >/dev/null 2>&1; then
+if [ "$ENGINE" = 1 ] && ! docker image inspect busybox:local >/dev/null 2>&1; then
   echo "==> importing busybox:local from busybox-static"
   root=$(mktemp -d)
   mkdir -p "$root/bin" && cp /bin/busybox "$root/bin/"

@@ -342,6 +342,56 @@ fn demo_without_docker_uses_its_generator_and_cleans_up() {
     assert_nothing_left(&d, &c, &[]);
 }
 
+/// An engine that answers `docker info` but cannot run a container (no cgroups, a broken
+/// storage driver): in its default mode the demo notices with one probe container and carries
+/// on with its generator instead of failing half-way. The engine here works, so a `docker`
+/// first on PATH refuses just the probe and hands every other command to the real client.
+#[test]
+fn demo_in_auto_mode_falls_back_to_its_generator_when_docker_cannot_run_a_container() {
+    let shim = std::env::temp_dir().join(testkit::unique_name("docker-shim"));
+    std::fs::create_dir_all(&shim).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v docker"])
+            .output()
+            .expect("sh")
+            .stdout,
+    )
+    .unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *\" probe-\"*) echo 'shim: this engine cannot run containers' >&2; exit 125 ;; esac\nexec {} \"$@\"\n",
+        real.trim()
+    );
+    let docker_shim = shim.join("docker");
+    std::fs::write(&docker_shim, script).unwrap();
+    std::fs::set_permissions(
+        &docker_shim,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let d = run_demo(Setup {
+        env: vec![("LOGSUITE_DEMO_DOCKER", "auto".into()), ("PATH", path)],
+        ..Setup::with_docker(true)
+    });
+    let _ = std::fs::remove_dir_all(&shim);
+    let c = created(&d);
+    assert!(
+        d.output.contains("cannot run a container here")
+            && d.output.contains("generator (no Docker)"),
+        "the demo did not fall back to its generator:\n{}",
+        d.output
+    );
+    assert!(!d.output.contains("started containers"), "{}", d.output);
+    assert_shows_the_pipeline(&d, "unknown");
+    assert_nothing_left(&d, &c, &[format!("probe-{}", c.namespace)]);
+}
+
 #[test]
 fn interrupted_demo_removes_its_containers_processes_and_files() {
     let d = run_demo(Setup {
