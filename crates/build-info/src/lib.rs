@@ -10,7 +10,9 @@
 //! 1. the environment variable `LOGSUITE_GIT_REV` (packagers, Docker builds without `.git`);
 //! 2. `git rev-parse --short=12 HEAD` in the work tree holding the crate, plus `-dirty` when
 //!    `git status --porcelain --untracked-files=no` lists anything;
-//! 3. `unknown` (a crates tarball, no git installed, a tree git does not trust).
+//! 3. the workspace's `REVISION` file, which `git archive` fills in (`export-subst` in
+//!    `.gitattributes`): a source tarball made that way knows its commit without `.git`;
+//! 4. `unknown` (a crates tarball, no git installed, a tree git does not trust).
 //!
 //! The script reruns only when HEAD moves (a commit, checkout or reset: `.git/HEAD`, the
 //! branch ref it points to, `packed-refs`), when the crate's own `src/` changes (so `-dirty`
@@ -44,7 +46,7 @@ pub fn emit() {
                 }
                 rev
             }
-            None => "unknown".to_string(),
+            None => archived_rev(&manifest_dir).unwrap_or_else(|| "unknown".to_string()),
         },
     };
     println!("cargo:rustc-env=LOGSUITE_VERSION={version} (rev {rev})");
@@ -89,6 +91,25 @@ fn git_rev(dir: &Path) -> Option<(String, Vec<PathBuf>)> {
     Some((format!("{rev}{suffix}"), watch))
 }
 
+/// The revision `git archive` wrote into the workspace's `REVISION` file (the first one found
+/// from the crate's directory upwards), cut to the 12 digits git would print.
+fn archived_rev(dir: &Path) -> Option<String> {
+    let file = dir
+        .ancestors()
+        .take(3)
+        .map(|d| d.join("REVISION"))
+        .find(|f| f.is_file())?;
+    println!("cargo:rerun-if-changed={}", file.display());
+    rev_from_archive(&std::fs::read_to_string(file).ok()?)
+}
+
+/// A full commit id as `git archive` substitutes it, or `None` for the placeholder a
+/// checkout holds (`$Format:%H$`) or anything else.
+fn rev_from_archive(text: &str) -> Option<String> {
+    let rev = text.trim();
+    (rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())).then(|| rev[..12].to_string())
+}
+
 /// Runs git in `dir`; its trimmed stdout when it succeeded.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new("git")
@@ -100,4 +121,24 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
         return None;
     }
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rev_from_archive;
+
+    #[test]
+    fn archive_revision_is_read_only_when_git_filled_it_in() {
+        let full = "1a2b3c4d5e6f708192a3b4c5d6e7f80911223344";
+        assert_eq!(
+            rev_from_archive(&format!("{full}\n")).as_deref(),
+            Some("1a2b3c4d5e6f")
+        );
+        assert_eq!(rev_from_archive("$Format:%H$\n"), None);
+        assert_eq!(rev_from_archive(""), None);
+        assert_eq!(
+            rev_from_archive("not a commit id at all, forty characters"),
+            None
+        );
+    }
 }
