@@ -34,6 +34,16 @@ export LOGSUITE_VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+# Dependency policy (deny.toml): where cargo-deny is installed. Advisories need the RustSec
+# database from GitHub, which a test machine may not reach: they are a release step
+# (docs/releasing.md).
+if cargo deny --version >/dev/null 2>&1; then
+  echo "==> cargo deny check bans licenses sources"
+  cargo deny check bans licenses sources
+else
+  echo "==> cargo deny: not installed here, dependency policy not checked" \
+    "(cargo install cargo-deny --locked; see docs/releasing.md)"
+fi
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> build all programs (tests run the real binaries)"
