@@ -38,8 +38,8 @@ fn runtime_stage_builds_offline_and_runs_each_program_as_a_non_root_user() {
             _ => image.run(&["--entrypoint", program], &["--version"]),
         };
         assert!(
-            out.starts_with(&format!("{program} ")) && out.contains(version),
-            "`{program} --version` in the image printed {out:?}, expected \"{program} {version}…\""
+            out.starts_with(&format!("{program} {version} (rev ")),
+            "`{program} --version` in the image printed {out:?}, expected \"{program} {version} (rev …)\""
         );
     }
 
