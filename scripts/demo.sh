@@ -61,6 +61,12 @@ trap 'echo "terminated: cleaning up" >&2; exit 143' TERM
 
 NS="" WORK="" CONTAINERS=() DAEMONS=() # DAEMONS: "pid name log" of what must keep running
 JOURNALD_PID="" DOCKERD_PID="" # DOCKERD_PID: an engine this run caused install-deps.sh to start
+stop_pid() { # stop_pid PID SECONDS: SIGTERM, then SIGKILL if it is still there after SECONDS
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 $(($2 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true # reaps it when it is this shell's child
+}
 cleanup() {
   local rc=$? pid
   trap '' INT TERM
@@ -79,18 +85,13 @@ cleanup() {
   for ((i = ${#DAEMONS[@]} - 1; i >= -1; i--)); do
     if ((i >= 0)); then pid=${DAEMONS[i]%% *}; else pid=$JOURNALD_PID; fi
     [ -n "$pid" ] || continue
-    kill -TERM "$pid" 2>/dev/null
     # Each exits on SIGTERM within a second or so (log-proxy flushes, journal-fanout saves its
     # cursor); whatever has not within 20 s is killed.
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    stop_pid "$pid" 20
   done
   if [ -n "$DOCKERD_PID" ]; then
     # Started for this demo, so stopped with it (its containers are removed above).
-    kill -TERM "$DOCKERD_PID" 2>/dev/null
-    for _ in $(seq 1 300); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$DOCKERD_PID" 2>/dev/null
+    stop_pid "$DOCKERD_PID" 30
     rm -f /run/logsuite-dockerd.pid
     echo "==> stopped the Docker engine the demo started (pid $DOCKERD_PID)"
   fi
@@ -227,9 +228,7 @@ if [ "$USE_DOCKER" = 1 ] && [ "${LOGSUITE_DEMO_DOCKER:-auto}" = auto ]; then
     say "Docker answers but cannot run a container here (see $WORK/docker.log): using the generator"
     USE_DOCKER=0
     # The proxy is restarted without Docker, as the generator's lines come from no container.
-    pid=${DAEMONS[-1]%% *}
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
+    stop_pid "${DAEMONS[-1]%% *}" 20
     unset 'DAEMONS[-1]'
     start_proxy "${NO_DOCKER[@]}"
   fi

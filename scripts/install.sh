@@ -176,12 +176,11 @@ if [ "$SYSTEMD" = 1 ]; then
       install_etc_unit "$u"
     else
       install_file 0644 "$WORK/$u" "$UNIT_DIR/$u"
-    fi
-    # A unit file in /etc shadows the one installed elsewhere: say so, or the new one is
-    # silently never used.
-    if [ "${UNIT_DIR%/}" != /etc/systemd/system ] && [ -e "$DESTDIR/etc/systemd/system/$u" ]; then
-      echo "install.sh: warning: /etc/systemd/system/$u exists and overrides $UNIT_DIR/$u;" \
-        "move your changes into a drop-in (systemctl edit $u) and remove it" >&2
+      # A unit file in /etc shadows this one: say so, or the new one is silently never used.
+      if [ -e "$DESTDIR/etc/systemd/system/$u" ]; then
+        echo "install.sh: warning: /etc/systemd/system/$u exists and overrides $UNIT_DIR/$u;" \
+          "move your changes into a drop-in (systemctl edit $u) and remove it" >&2
+      fi
     fi
     # A Documentation=file:// link this install did not provide would only fail in front of
     # the operator (systemctl help): say so now.
