@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use crossbeam_channel::Sender;
+
+use crate::trust::AllowUids;
 
 /// Largest datagram accepted whole (more than a unix or UDP sender can send by default);
 /// longer ones are cut, marked and counted. Docker never sends more than 16 KiB of line.
@@ -93,65 +95,234 @@ impl Messages {
 /// Counters the intake keeps.
 #[derive(Default)]
 pub struct IntakeStats {
+    /// Every message received, refused ones included.
     pub received: AtomicU64,
     pub truncated: AtomicU64,
+    /// Messages from senders not allowed (`--allow-uid`), not written as container lines.
+    pub refused: crate::trust::Refusals,
 }
 
 /// A bound listener, ready before `serve` (so readiness can be signalled truthfully).
-/// A path is the socket file log-proxy created and removes when it stops; inherited
-/// sockets ([`crate::activation`]) have none.
+/// A [`SocketFile`] is the socket file log-proxy created, removed when the listener is
+/// dropped; inherited sockets ([`crate::activation`]) have none.
 pub enum Listener {
-    Dgram(Box<dyn AsRawFd + Send>, Option<PathBuf>),
-    UnixStream(UnixListener, Option<PathBuf>),
+    Dgram(Box<dyn AsRawFd + Send>, Option<SocketFile>),
+    UnixStream(UnixListener, Option<SocketFile>),
     Tcp(TcpListener),
 }
 
-/// Bind `addr`. A stale socket file from a previous run is replaced; `mode` sets the file's
-/// permissions.
-pub fn bind(addr: &Address, mode: Option<u32>) -> anyhow::Result<Listener> {
-    let prepare = |p: &Path| -> anyhow::Result<()> {
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+/// The socket file this process bound. Dropping it unlinks the path — only while the path
+/// is still that same file (device and inode): a socket someone else bound there since
+/// (another instance after ours was declared stale, an operator's replacement) is never
+/// removed by us. Held by whatever owns the socket, so a start that fails after binding
+/// removes what it bound.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    fn created(path: &Path) -> io::Result<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_path_buf(),
+            id: (m.dev(), m.ino()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if (m.dev(), m.ino()) == self.id {
+                let _ = std::fs::remove_file(&self.path);
+            }
         }
-        match std::fs::remove_file(p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot remove stale socket {}", p.display())),
+    }
+}
+
+/// Why a socket path cannot be bound; all are the operator's to fix (exit 2).
+fn in_use(addr: &str, path: &Path) -> anyhow::Error {
+    let pid = serving_pid(path)
+        .map(|p| format!(" (pid {p})"))
+        .unwrap_or_default();
+    daemon_kit::config_error(format!(
+        "{addr} is being served by another process{pid}; stop it first or choose another \
+         --syslog-address"
+    ))
+}
+
+/// Make `p` free to bind: its directory must exist (it is not created: a typo must not
+/// create directories), and a socket file there must be stale. A socket something still
+/// serves is never taken over — that would cut every container on the host off from the
+/// running proxy, which would go on listening on a file nobody can reach.
+fn claim(addr: &str, p: &Path, stream: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(daemon_kit::config_error(format!(
+            "cannot listen on {addr}: the directory {} does not exist; create it (or choose \
+             another --syslog-address)",
+            dir.display()
+        )));
+    }
+    let meta = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(daemon_kit::config(e).context(format!("cannot look at {}", p.display())))
         }
     };
+    if !meta.file_type().is_socket() {
+        return Err(daemon_kit::config_error(format!(
+            "cannot listen on {addr}: {} exists and is not a socket; remove it or choose \
+             another --syslog-address",
+            p.display()
+        )));
+    }
+    // Probe: a server answers a connect (a datagram socket accepts a zero-length connect);
+    // a stale file refuses it.
+    let answer = if stream {
+        std::os::unix::net::UnixStream::connect(p).map(drop)
+    } else {
+        UnixDatagram::unbound().and_then(|s| s.connect(p))
+    };
+    match answer {
+        Ok(()) => Err(in_use(addr, p)),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            tracing::info!(socket = %p.display(), "replacing a stale socket file (nothing serves it)");
+            std::fs::remove_file(p)
+                .map_err(daemon_kit::config)
+                .with_context(|| format!("cannot remove the stale socket {}", p.display()))
+        }
+        // A datagram socket of the other type, or a stream one probed as datagram: in use.
+        Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => Err(in_use(addr, p)),
+        Err(e) => Err(daemon_kit::config(e))
+            .with_context(|| format!("cannot tell whether {} is still being served", p.display())),
+    }
+}
+
+/// The pid of a process holding the unix socket bound at `path`, from /proc (best effort:
+/// another user's process is only visible to root).
+fn serving_pid(path: &Path) -> Option<u32> {
+    let want = path.as_os_str().as_encoded_bytes();
+    let table = std::fs::read("/proc/net/unix").ok()?;
+    // "Num RefCount Protocol Flags Type St Inode Path": a listening socket with our path.
+    let inodes: Vec<String> = table
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&[u8]> = line
+                .split(|&b| b == b' ')
+                .filter(|c| !c.is_empty())
+                .collect();
+            (cols.len() >= 8 && cols[7] == want)
+                .then(|| String::from_utf8_lossy(cols[6]).into_owned())
+        })
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let me = std::process::id();
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_dir
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy();
+                if inodes.iter().any(|i| t == format!("socket:[{i}]")) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Bind `addr`. A stale socket file from a previous run is replaced, a served one refused;
+/// `mode` sets the file's permissions.
+pub fn bind(addr: &Address, mode: Option<u32>) -> anyhow::Result<Listener> {
     let chmod = |p: &Path| -> anyhow::Result<()> {
         if let Some(m) = mode {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(m))
+                .map_err(daemon_kit::config)
                 .with_context(|| format!("cannot set mode {m:o} on {}", p.display()))?;
         }
         Ok(())
     };
     Ok(match addr {
         Address::Unixgram(p) => {
-            prepare(p)?;
+            let shown = format!("unixgram://{}", p.display());
+            claim(&shown, p, false)?;
             let s = UnixDatagram::bind(p)
-                .with_context(|| format!("cannot listen on unixgram://{}", p.display()))?;
+                .map_err(daemon_kit::config)
+                .with_context(|| format!("cannot listen on {shown}"))?;
+            let file = SocketFile::created(p)?;
             set_rcvbuf(s.as_raw_fd());
             chmod(p)?;
-            Listener::Dgram(Box::new(s), Some(p.clone()))
+            Listener::Dgram(Box::new(s), Some(file))
         }
         Address::Udp(a) => {
-            let s = UdpSocket::bind(a).with_context(|| format!("cannot listen on udp://{a}"))?;
+            let s = UdpSocket::bind(a)
+                .map_err(daemon_kit::config)
+                .with_context(|| format!("cannot listen on udp://{a}"))?;
             set_rcvbuf(s.as_raw_fd());
             Listener::Dgram(Box::new(s), None)
         }
         Address::Unix(p) => {
-            prepare(p)?;
+            let shown = format!("unix://{}", p.display());
+            claim(&shown, p, true)?;
             let l = UnixListener::bind(p)
-                .with_context(|| format!("cannot listen on unix://{}", p.display()))?;
+                .map_err(daemon_kit::config)
+                .with_context(|| format!("cannot listen on {shown}"))?;
+            let file = SocketFile::created(p)?;
             chmod(p)?;
-            Listener::UnixStream(l, Some(p.clone()))
+            Listener::UnixStream(l, Some(file))
         }
         Address::Tcp(a) => Listener::Tcp(
-            TcpListener::bind(a).with_context(|| format!("cannot listen on tcp://{a}"))?,
+            TcpListener::bind(a)
+                .map_err(daemon_kit::config)
+                .with_context(|| format!("cannot listen on tcp://{a}"))?,
         ),
     })
+}
+
+/// Whether `fd` is a unix-domain socket (only those carry senders' credentials).
+fn is_unix(fd: i32) -> bool {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a c_int of the size given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            &mut domain as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    r == 0 && domain == libc::AF_UNIX
 }
 
 fn set_rcvbuf(fd: i32) {
@@ -185,43 +356,54 @@ fn set_rcvtimeo(fd: i32, d: Duration) {
     }
 }
 
-/// Receive until `stop` is set, then remove the socket file. Blocks the calling thread.
+/// Receive until `stop` is set, then remove the socket file (if ours). Blocks the calling thread.
 pub fn serve(
     listener: Listener,
     out: Sender<Messages>,
     stop: Arc<AtomicBool>,
     stats: Arc<IntakeStats>,
+    allow: AllowUids,
 ) -> anyhow::Result<()> {
     match listener {
-        Listener::Dgram(sock, path) => {
-            // Drained at stop only when the socket is ours (a file we created).
-            let r = serve_dgram(sock.as_raw_fd(), &out, &stop, &stats, path.is_some());
-            if let Some(p) = path {
-                let _ = std::fs::remove_file(p);
-            }
-            r
+        Listener::Dgram(sock, file) => {
+            // Drained at stop only when the socket is ours (a file we created); the file
+            // goes when `file` is dropped, after the last read.
+            let rx = DgramReceiver::new(sock.as_raw_fd()).trusting(allow)?;
+            serve_dgram(rx, &out, &stop, &stats, file.is_some())
         }
-        Listener::UnixStream(l, path) => {
+        Listener::UnixStream(l, _file) => {
             l.set_nonblocking(true)?;
-            let r = serve_stream(|| accepted(l.accept()), &out, &stop, &stats);
-            if let Some(p) = path {
-                let _ = std::fs::remove_file(p);
-            }
-            r
+            serve_stream(
+                || {
+                    accepted(l.accept(), |s| {
+                        crate::trust::peer(s.as_raw_fd()).filter(|p| !allow.allows(p.uid))
+                    })
+                },
+                &out,
+                &stop,
+                &stats,
+            )
         }
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
-            serve_stream(|| accepted(l.accept()), &out, &stop, &stats)
+            serve_stream(|| accepted(l.accept(), |_| None), &out, &stop, &stats)
         }
     }
 }
 
+/// A connection, and the sender it is refused for (not an allowed uid).
+type Accepted = (Box<dyn StreamConn>, Option<crate::trust::Sender>);
+
 /// A non-blocking accept's result: a connection, or `None` when none is waiting.
 fn accepted<S: StreamConn + 'static, A>(
     r: io::Result<(S, A)>,
-) -> io::Result<Option<Box<dyn StreamConn>>> {
+    refused: impl Fn(&S) -> Option<crate::trust::Sender>,
+) -> io::Result<Option<Accepted>> {
     match r {
-        Ok((s, _)) => Ok(Some(Box::new(s))),
+        Ok((s, _)) => {
+            let refused = refused(&s);
+            Ok(Some((Box::new(s), refused)))
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
     }
@@ -229,13 +411,12 @@ fn accepted<S: StreamConn + 'static, A>(
 
 /// Datagrams, read `SLOTS` at a time with `recvmmsg`, on a dedicated thread.
 fn serve_dgram(
-    fd: i32,
+    mut rx: DgramReceiver,
     out: &Sender<Messages>,
     stop: &AtomicBool,
     stats: &IntakeStats,
     drain: bool,
 ) -> anyhow::Result<()> {
-    let mut rx = DgramReceiver::new(fd);
     while !stop.load(Ordering::Relaxed) {
         if let Some(batch) = rx.recv(stats)? {
             if out.send(batch).is_err() {
@@ -255,10 +436,14 @@ fn serve_dgram(
 /// processor runs it itself for datagram listeners, saving a thread hand-off per batch).
 pub struct DgramReceiver {
     fd: i32,
-    // `hdrs` point into `iovs`, which point into `slots`: heap buffers that never move.
+    // `hdrs` point into `iovs`, which point into `slots`, and into `control`: heap buffers
+    // that never move.
     slots: Vec<u8>,
     _iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    control: Vec<u8>,
+    /// Who may write container lines; `Any` asks the kernel for no credentials.
+    allow: AllowUids,
 }
 
 // SAFETY: the raw pointers only point into the struct's own heap buffers.
@@ -292,7 +477,28 @@ impl DgramReceiver {
             slots,
             _iovs: iovs,
             hdrs,
+            control: Vec::new(),
+            allow: AllowUids::Any,
         }
+    }
+
+    /// Take only datagrams from senders `allow` names (the kernel attaches each sender with
+    /// `SO_PASSCRED`); others are counted in [`IntakeStats::refused`], not handed on.
+    /// Meaningless for UDP, which has no credentials: leave it at `Any` there.
+    pub fn trusting(mut self, allow: AllowUids) -> anyhow::Result<DgramReceiver> {
+        if allow == AllowUids::Any || !is_unix(self.fd) {
+            return Ok(self);
+        }
+        crate::trust::pass_credentials(self.fd)
+            .context("cannot ask the kernel for senders' credentials (SO_PASSCRED)")?;
+        let each = crate::trust::control_len();
+        self.control = vec![0u8; SLOTS * each];
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            h.msg_hdr.msg_control = self.control[i * each..].as_mut_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_controllen = each as _;
+        }
+        self.allow = allow;
+        Ok(self)
     }
 
     /// At stop, for a socket log-proxy bound itself: hand `each` batch the kernel still holds
@@ -373,9 +579,27 @@ impl DgramReceiver {
             ends: Vec::with_capacity(n),
             truncated: 0,
         };
+        let each = crate::trust::control_len();
         for (i, h) in self.hdrs.iter_mut().take(n).enumerate() {
             let len = h.msg_len as usize;
             let m = &self.slots[i * MAX_MESSAGE..i * MAX_MESSAGE + len.min(MAX_MESSAGE)];
+            if !self.control.is_empty() {
+                // SAFETY: the header was filled by recvmmsg; its control buffer is ours.
+                let sender = unsafe { crate::trust::sender_of(&h.msg_hdr) };
+                // The kernel resets the length to what it wrote: give the room back.
+                h.msg_hdr.msg_controllen = each as _;
+                // No credentials at all cannot happen with SO_PASSCRED on a unix socket;
+                // treat it as untrusted rather than guess.
+                let sender = sender.unwrap_or(crate::trust::Sender {
+                    uid: u32::MAX,
+                    pid: 0,
+                });
+                if !self.allow.allows(sender.uid) {
+                    stats.refused.note(sender, 1);
+                    h.msg_hdr.msg_flags = 0;
+                    continue;
+                }
+            }
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 batch.truncated += 1;
                 batch.push_marked(m);
@@ -393,7 +617,7 @@ impl DgramReceiver {
 }
 
 /// A connected stream.
-trait StreamConn: Read + Send {
+trait StreamConn: Read + Send + AsRawFd {
     fn set_timeout(&self, d: Duration) -> io::Result<()>;
 }
 impl StreamConn for std::os::unix::net::UnixStream {
@@ -411,7 +635,7 @@ impl StreamConn for std::net::TcpStream {
 
 /// Streams: one thread per connection (Docker holds one connection per container).
 fn serve_stream(
-    mut accept: impl FnMut() -> io::Result<Option<Box<dyn StreamConn>>>,
+    mut accept: impl FnMut() -> io::Result<Option<Accepted>>,
     out: &Sender<Messages>,
     stop: &Arc<AtomicBool>,
     stats: &Arc<IntakeStats>,
@@ -419,10 +643,10 @@ fn serve_stream(
     let mut conns = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match accept()? {
-            Some(conn) => {
+            Some((conn, refused)) => {
                 let (out, stop, stats) = (out.clone(), stop.clone(), stats.clone());
                 conns.push(std::thread::spawn(move || {
-                    read_stream(conn, out, stop, stats)
+                    read_stream(conn, refused, out, stop, stats)
                 }));
             }
             None => std::thread::sleep(Duration::from_millis(20)),
@@ -435,12 +659,21 @@ fn serve_stream(
     Ok(())
 }
 
+/// Read one connection's frames; those of a `refused` sender are counted, not handed on.
 fn read_stream(
     mut conn: Box<dyn StreamConn>,
+    refused: Option<crate::trust::Sender>,
     out: Sender<Messages>,
     stop: Arc<AtomicBool>,
     stats: Arc<IntakeStats>,
 ) {
+    let hand_on = |batch: Messages| -> bool {
+        if let Some(sender) = refused {
+            stats.refused.note(sender, batch.ends.len() as u64);
+            return true;
+        }
+        out.send(batch).is_ok()
+    };
     let _ = conn.set_timeout(Duration::from_millis(100));
     let mut framer = Framer::default();
     let mut buf = vec![0u8; 64 * 1024];
@@ -472,7 +705,7 @@ fn read_stream(
             stats
                 .truncated
                 .fetch_add(batch.truncated, Ordering::Relaxed);
-            if out.send(batch).is_err() {
+            if !hand_on(batch) {
                 return;
             }
         }
@@ -484,7 +717,7 @@ fn read_stream(
         stats
             .received
             .fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
-        let _ = out.send(batch);
+        hand_on(batch);
     }
 }
 
@@ -577,7 +810,9 @@ fn push_cut(out: &mut Messages, m: &[u8]) {
 pub fn check(addr: &Address) -> anyhow::Result<()> {
     if let Address::Unixgram(p) | Address::Unix(p) = addr {
         if p.as_os_str().is_empty() {
-            bail!("the syslog socket path is empty");
+            return Err(daemon_kit::config_error(
+                "the syslog socket path is empty: give --syslog-address unixgram:///PATH",
+            ));
         }
     }
     Ok(())

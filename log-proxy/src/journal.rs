@@ -105,6 +105,11 @@ impl Batch {
         self.ends.is_empty()
     }
 
+    /// Bytes of the encoded entries.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The entries from `from` on, as a new batch (what is left after a partial send).
     pub fn split_from(&self, from: usize) -> Batch {
         let mut rest = Batch::with_capacity(self.len().saturating_sub(from));
@@ -143,6 +148,51 @@ pub struct WriterState {
     pub stopping: AtomicBool,
     /// Entries still held when the drain limit ran out at shutdown.
     pub lost_at_shutdown: AtomicU64,
+    /// Bytes of encoded entries handed to the writer and not yet written: the outage
+    /// buffer's fill (`--journal-buffer` bounds it).
+    pub held_bytes: AtomicU64,
+    /// Signalled each time the writer finishes a batch (room in the buffer).
+    room: (std::sync::Mutex<()>, std::sync::Condvar),
+}
+
+impl WriterState {
+    /// Reserve `bytes` in a buffer of `limit` bytes; false when they do not fit. One batch
+    /// always fits an empty buffer, however large.
+    pub fn admit(&self, bytes: u64, limit: u64) -> bool {
+        let mut held = self.held_bytes.load(Ordering::Relaxed);
+        loop {
+            if held != 0 && held + bytes > limit {
+                return false;
+            }
+            match self.held_bytes.compare_exchange_weak(
+                held,
+                held + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Give back what a batch reserved, and wake a producer waiting for room.
+    pub fn release(&self, bytes: u64) {
+        self.held_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        // Taking the lock orders this wake-up after a waiter's check (no lost wake-up).
+        let _guard = self.room.0.lock().unwrap();
+        self.room.1.notify_all();
+    }
+
+    /// Wait up to `timeout` for room for `bytes` in a buffer of `limit`.
+    pub fn wait_for_room(&self, bytes: u64, limit: u64, timeout: Duration) {
+        let guard = self.room.0.lock().unwrap();
+        let held = self.held_bytes.load(Ordering::Acquire);
+        if held == 0 || held + bytes <= limit {
+            return;
+        }
+        let _ = self.room.1.wait_timeout(guard, timeout);
+    }
 }
 
 /// How long shutdown waits for an unavailable journald before giving up what it holds (and
@@ -182,6 +232,7 @@ pub fn run_writer(
         alive.idle();
         let Ok(batch) = rx.recv() else { break };
         alive.beat();
+        let bytes = batch.bytes() as u64;
         let entries = batch.entries();
         let mut i = 0;
         let mut backoff = Duration::from_millis(10);
@@ -242,6 +293,7 @@ pub fn run_writer(
             }
         }
         state.in_flight.fetch_sub(1, Ordering::Release);
+        state.release(bytes);
     }
 }
 

@@ -11,6 +11,7 @@
 //! so benchmarks and the fuzzer reach the stages.
 
 pub mod activation;
+pub mod check;
 pub mod docker;
 pub mod intake;
 pub mod journal;
@@ -18,3 +19,4 @@ pub mod limiter;
 pub mod metrics;
 pub mod proxy;
 pub mod syslog;
+pub mod trust;

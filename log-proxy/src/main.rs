@@ -13,15 +13,44 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use log_proxy::intake::{self, Address};
 use log_proxy::limiter::Limit;
-use log_proxy::{activation, docker, journal, metrics, proxy};
+use log_proxy::trust::AllowUids;
+use log_proxy::{activation, check, docker, journal, metrics, proxy};
 
 /// Per-container rate-limiting syslog proxy: Docker's syslog log driver in, journald out.
 #[derive(Parser, Debug)]
-#[command(version = env!("LOGSUITE_VERSION"), about, long_about = None)]
+#[command(version = env!("LOGSUITE_VERSION"), about, long_about = None,
+          after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    opts: Options,
+}
+
+const AFTER_HELP: &str = "\
+EXIT STATUS:
+  0  stopped on SIGTERM or SIGINT after draining (SIGHUP never stops it)
+  1  a runtime failure (the listener failed, a thread panicked): worth a restart
+  2  a configuration error (bad flag or value, socket path in use or its directory missing,
+     unusable --metrics-address): fix the configuration; the units do not restart on it
+  log-proxy check: 0 when nothing FAILs, 1 otherwise";
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check this host for what loses or cuts logs (kernel queue, journald, Docker's
+    /// daemon.json, the socket): one line each with OK, WARN or FAIL and the fix.
+    Check {
+        /// Docker's daemon configuration to check.
+        #[arg(long, value_name = "FILE", default_value = "/etc/docker/daemon.json")]
+        daemon_json: std::path::PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
 struct Options {
     /// Where to receive syslog: unixgram:///path, unix:///path, udp://host:port, tcp://host:port.
     #[arg(
@@ -57,6 +86,30 @@ struct Options {
     /// Permissions of a created unix socket, in octal (e.g. 0660).
     #[arg(long, env = "LOG_PROXY_SOCKET_MODE", value_parser = parse_mode)]
     socket_mode: Option<u32>,
+
+    /// While journald is gone, hold up to SIZE of encoded entries (e.g. 64MiB, 512MiB);
+    /// lines beyond it are counted per container and reported when journald is back.
+    #[arg(long, env = "LOG_PROXY_JOURNAL_BUFFER", default_value = "64MiB",
+          value_parser = parse_size, value_name = "SIZE")]
+    journal_buffer: u64,
+
+    /// Uids (or user names) allowed to write container lines on a unix socket, comma-separated,
+    /// or `any` [default: 0 and the owner of Docker's API socket]. Lines from other senders are
+    /// counted (log_proxy_untrusted_lines_total{uid}) and reported once a minute, not written.
+    #[arg(long, env = "LOG_PROXY_ALLOW_UID", value_name = "LIST")]
+    allow_uid: Option<AllowUids>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s)
+        .map_err(|e| format!("{s:?} is not a size like 64MiB or 512MiB ({e})"))
+        .and_then(|n| {
+            if n == 0 {
+                Err("the journal buffer must be larger than 0".into())
+            } else {
+                Ok(n)
+            }
+        })
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -66,8 +119,8 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("socket mode {s:?} is not an octal permission like 0660"))
 }
 
-fn main() {
-    cli_gen::generate_if_asked(Options::command);
+fn main() -> std::process::ExitCode {
+    cli_gen::generate_if_asked(Cli::command);
     // One malloc arena: the stages hand buffers across threads, and per-thread arenas
     // measurably inflated peak RSS (see docs/BENCHMARKS.md) for no throughput gain.
     #[cfg(target_env = "gnu")]
@@ -76,11 +129,30 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     daemon_kit::init_tracing();
-    if let Err(e) = run(Options::parse()) {
-        tracing::error!("{e:#}");
-        eprintln!("log-proxy: {e:#}");
-        std::process::exit(1);
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Check { daemon_json }) => {
+            return std::process::ExitCode::from(check::run(&check::Settings {
+                socket: cli.opts.syslog_address.clone(),
+                journal_socket: cli.opts.journal_socket.clone(),
+                docker_host: docker_host(&cli.opts),
+                daemon_json,
+            }))
+        }
+        None => run(cli.opts),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // Once, on one line: this is what the operator reads (and journald keeps).
+        Err(e) => daemon_kit::exit::report("log-proxy", &e),
     }
+}
+
+fn docker_host(opts: &Options) -> String {
+    opts.docker_host
+        .clone()
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
 }
 
 fn run(opts: Options) -> anyhow::Result<()> {
@@ -89,13 +161,15 @@ fn run(opts: Options) -> anyhow::Result<()> {
         interval: opts.interval,
     };
     if opts.interval.is_zero() && opts.burst != 0 {
-        anyhow::bail!("--interval must be longer than 0 (or use --burst 0 to turn limiting off)");
+        return Err(daemon_kit::config_error(
+            "--interval must be longer than 0 (or use --burst 0 to turn limiting off)",
+        ));
     }
-    let docker_host = opts
-        .docker_host
+    let docker_host = docker_host(&opts);
+    let allow = opts
+        .allow_uid
         .clone()
-        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        .unwrap_or_else(|| AllowUids::default_for(&docker_host));
 
     // Started by log-proxy.socket: serve systemd's socket, which outlives restarts. Taken
     // before anything else opens a descriptor, while fd 3 can only be the one systemd passed.
@@ -103,9 +177,6 @@ fn run(opts: Options) -> anyhow::Result<()> {
     intake::check(&opts.syslog_address)?;
     let journal = journal_native::Journal::new(&opts.journal_socket)
         .context("cannot create the journald client socket")?;
-    if !opts.journal_socket.exists() {
-        tracing::warn!(socket = %opts.journal_socket.display(), "journald socket does not exist yet; lines will be held and retried until it appears");
-    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let intake_stats = Arc::new(intake::IntakeStats::default());
@@ -119,27 +190,35 @@ fn run(opts: Options) -> anyhow::Result<()> {
 
     let (intake_tx, intake_rx) = crossbeam_channel::bounded(64);
     let (answer_tx, answer_rx) = crossbeam_channel::unbounded();
-    let (batch_tx, batch_rx) = crossbeam_channel::bounded(128);
+    // Bounded in bytes, not in batches (see `Processor::flush`).
+    let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
 
     // Async side jobs (Docker API, metrics endpoint, signals) on one small runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Before the socket exists: a SIGHUP sent as soon as it appears must find its handler.
+    let mut signals = rt.block_on(async { daemon_kit::Signals::install() })?;
     let (listener, activated) = match inherited {
         Some(l) => (l, true),
         None => (intake::bind(&opts.syslog_address, opts.socket_mode)?, false),
     };
+    if !opts.journal_socket.exists() {
+        tracing::warn!(socket = %opts.journal_socket.display(), "journald socket does not exist yet; lines will be held and retried until it appears");
+    }
     let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
     if let Some(addr) = opts.metrics_address.clone() {
         let m = metrics.clone();
-        rt.block_on(daemon_kit::start_metrics(&addr, move || m.render()))?;
+        rt.block_on(daemon_kit::start_metrics(&addr, move || m.render()))
+            .map_err(daemon_kit::config)?;
     }
 
     tracing::info!(
         address = %if activated { "the socket systemd passed (LISTEN_FDS)".to_string() } else { format!("{:?}", opts.syslog_address) },
         journal = %opts.journal_socket.display(),
-        docker = %docker_host, limit = %limit, "listening"
+        docker = %docker_host, limit = %limit, allow_uid = %allow,
+        journal_buffer = opts.journal_buffer, "listening"
     );
 
     // What the systemd watchdog checks: each loop below beats, or says it is waiting.
@@ -160,24 +239,25 @@ fn run(opts: Options) -> anyhow::Result<()> {
         batch_tx,
         direct,
     )
+    .buffer_bytes(opts.journal_buffer)
+    .reporting_refusals(intake_stats.clone())
     .watched(liveness.part("processor (syslog to journald)"));
     // `intake` is the thread whose end means the listener stopped; for datagrams the
     // processor receives them itself, for streams an intake thread feeds it.
     let (intake, processor) = match listener {
-        intake::Listener::Dgram(sock, path) => {
+        intake::Listener::Dgram(sock, file) => {
             drop((intake_tx, intake_rx));
             let (stop, stats) = (stop.clone(), intake_stats.clone());
+            let rx = intake::DgramReceiver::new(std::os::fd::AsRawFd::as_raw_fd(&*sock))
+                .trusting(allow.clone())?;
             let h = std::thread::Builder::new()
                 .name("proxy".into())
                 .spawn(move || {
-                    let rx = intake::DgramReceiver::new(std::os::fd::AsRawFd::as_raw_fd(&*sock));
                     // A socket of its own is drained at stop; systemd's keeps its queue for
                     // the next start.
                     let r = p.run_dgram(rx, &stop, answer_rx, &stats, !activated);
                     drop(sock);
-                    if let Some(path) = path {
-                        let _ = std::fs::remove_file(path);
-                    }
+                    drop(file); // the socket file, if ours and still ours
                     r
                 })?;
             (h, None)
@@ -189,7 +269,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
             let (stop, stats) = (stop.clone(), intake_stats.clone());
             let intake = std::thread::Builder::new()
                 .name("intake".into())
-                .spawn(move || intake::serve(listener, intake_tx, stop, stats))?;
+                .spawn(move || intake::serve(listener, intake_tx, stop, stats, allow))?;
             (intake, Some(processor))
         }
     };
@@ -207,9 +287,21 @@ fn run(opts: Options) -> anyhow::Result<()> {
     let watchdog = daemon_kit::notify_ready(liveness);
 
     rt.block_on(async {
-        tokio::select! {
-            _ = daemon_kit::shutdown_signal() => tracing::info!("shutting down: draining and flushing"),
-            _ = wait_finished(&intake) => tracing::error!("the syslog listener stopped unexpectedly"),
+        loop {
+            tokio::select! {
+                s = signals.next() => match s {
+                    daemon_kit::Signal::Stop(name) => {
+                        tracing::info!("{name}: shutting down: draining and flushing");
+                        break;
+                    }
+                    // No configuration file to reload yet; never a reason to stop.
+                    daemon_kit::Signal::Reload => tracing::info!("reload requested; nothing to reload"),
+                },
+                _ = wait_finished(&intake) => {
+                    tracing::error!("the syslog listener stopped unexpectedly");
+                    break;
+                }
+            }
         }
     });
     watchdog.stopping();

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::docker::{Answer, Lookups, Meta, LOOKUP_TIMEOUT};
 use crate::intake::Messages;
@@ -34,6 +34,8 @@ const DESTROYED_EVICT: Duration = Duration::from_secs(10);
 /// Lines per batch handed to the writer while journald is gone (see `flush_unless_holding`).
 const HELD_BATCH: usize = 256;
 const WRITER_WAIT: Duration = Duration::from_millis(100);
+/// `--journal-buffer`'s default: 64 MiB of encoded entries, about 200,000 Docker lines.
+pub const DEFAULT_BUFFER_BYTES: u64 = 64 * 1024 * 1024;
 
 enum Lookup {
     Pending { since: Instant, queue: Queue },
@@ -83,6 +85,8 @@ struct Container {
 enum Kind {
     Line,
     Notice(u64),
+    /// log-proxy's own report (refused senders): counted in its own metric already.
+    Own,
 }
 
 pub struct Processor {
@@ -91,6 +95,10 @@ pub struct Processor {
     counters: Arc<Counters>,
     writer: Arc<WriterState>,
     out: Sender<Batch>,
+    /// Bytes of encoded entries the writer's queue may hold (`--journal-buffer`).
+    buffer_bytes: u64,
+    /// The intake's counters, for the report of refused senders.
+    intake: Option<Arc<crate::intake::IntakeStats>>,
     /// A non-blocking client of the same journald, for writing without a hand-off.
     direct: Option<journal_native::Journal>,
     index: HashMap<Vec<u8>, usize>,
@@ -124,6 +132,8 @@ impl Processor {
             counters,
             writer,
             out,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            intake: None,
             direct,
             index: HashMap::new(),
             slots: Vec::new(),
@@ -135,6 +145,19 @@ impl Processor {
             next_publish: Instant::now(),
             alive: None,
         }
+    }
+
+    /// Let the writer's queue hold up to `bytes` of encoded entries (at least one batch
+    /// always fits, however large).
+    pub fn buffer_bytes(mut self, bytes: u64) -> Processor {
+        self.buffer_bytes = bytes;
+        self
+    }
+
+    /// Report the senders the intake refused (counted in `stats`) into journald.
+    pub fn reporting_refusals(mut self, stats: Arc<crate::intake::IntakeStats>) -> Processor {
+        self.intake = Some(stats);
+        self
     }
 
     /// Report progress to the watchdog through `part`.
@@ -203,6 +226,7 @@ impl Processor {
         }
         let now = Instant::now();
         if now >= self.next_tick {
+            self.report_refusals(now);
             self.tick(now);
             self.next_tick = now + TICK;
         }
@@ -337,6 +361,23 @@ impl Processor {
         let text = n.text(c.budget.limit());
         let count = n.count().to_string();
         self.push_notice(idx, &text, &count, n.count());
+    }
+
+    /// Write the report of refused senders (see [`crate::trust`]) when one is due, under
+    /// `SYSLOG_IDENTIFIER=log-proxy`.
+    fn report_refusals(&mut self, now: Instant) {
+        let Some(stats) = &self.intake else { return };
+        let Some(text) = stats.refused.due(now) else {
+            return;
+        };
+        self.batch.push(|out| {
+            journal_native::encode_field(out, "MESSAGE", text.as_bytes());
+            out.extend_from_slice(b"PRIORITY=4\n");
+            journal_native::encode_field(out, "SYSLOG_IDENTIFIER", b"log-proxy");
+            journal_native::encode_field(out, "LOG_PROXY_REFUSED", b"1");
+        });
+        self.owners.push((usize::MAX, Kind::Own));
+        tracing::warn!("{text}");
     }
 
     fn push_notice(&mut self, idx: usize, text: &str, n_dropped: &str, count: u64) {
@@ -479,9 +520,8 @@ impl Processor {
     }
 
     /// [`Processor::flush`], except while journald is gone and the writer already holds
-    /// batches to retry: then lines gather into batches of [`HELD_BATCH`] first. The writer's
-    /// queue holds 128 batches, so an outage is bridged for 128 × `HELD_BATCH` lines, not 128
-    /// lines when they arrive one datagram at a time.
+    /// batches to retry: then lines gather into batches of [`HELD_BATCH`] first (fewer,
+    /// larger hand-offs; the buffer itself is bounded in bytes, see `flush`).
     fn flush_unless_holding(&mut self) {
         let holding = !self.writer.up.load(Ordering::Relaxed) && !self.out.is_empty();
         if holding && self.batch.len() < HELD_BATCH {
@@ -490,8 +530,10 @@ impl Processor {
         self.flush();
     }
 
-    /// Hand the batch to the writer. While journald is up, wait (back-pressure to Docker);
-    /// while it is down and the queue is full, count the batch's lines as lost, per container.
+    /// Hand the batch to the writer. The writer's queue holds up to `buffer_bytes` of
+    /// encoded entries (`--journal-buffer`). While journald is up and the queue is full,
+    /// wait (back-pressure to Docker); while it is gone and the queue is full, count the
+    /// batch's lines as lost, per container.
     fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
@@ -508,35 +550,27 @@ impl Processor {
             batch = batch.split_from(sent);
             owners.drain(..sent);
         }
-        self.writer.in_flight.fetch_add(1, Ordering::AcqRel);
+        let bytes = batch.bytes() as u64;
         loop {
             let up = self.writer.up.load(Ordering::Relaxed);
-            let r = if up {
-                self.out
-                    .send_timeout(batch, WRITER_WAIT)
-                    .map_err(|e| match e {
-                        crossbeam_channel::SendTimeoutError::Timeout(b) => TrySendError::Full(b),
-                        crossbeam_channel::SendTimeoutError::Disconnected(b) => {
-                            TrySendError::Disconnected(b)
-                        }
-                    })
-            } else {
-                self.out.try_send(batch)
-            };
-            match r {
-                Ok(()) => break,
-                Err(TrySendError::Full(b)) if up => {
-                    // Back-pressure from a slow journald: waiting, not wedged.
-                    if let Some(a) = &self.alive {
-                        a.beat();
-                    }
-                    batch = b
-                }
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            if self.writer.admit(bytes, self.buffer_bytes) {
+                self.writer.in_flight.fetch_add(1, Ordering::AcqRel);
+                if self.out.send(batch).is_err() {
                     self.writer.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    self.writer.release(bytes);
                     self.lose(&owners);
-                    break;
                 }
+                break;
+            }
+            if !up {
+                self.lose(&owners);
+                break;
+            }
+            // Back-pressure from a slow journald: waiting, not wedged.
+            self.writer
+                .wait_for_room(bytes, self.buffer_bytes, WRITER_WAIT);
+            if let Some(a) = &self.alive {
+                a.beat();
             }
         }
         self.owners = owners;
@@ -568,7 +602,7 @@ impl Processor {
 
     fn lose(&mut self, owners: &[(usize, Kind)]) {
         for &(i, kind) in owners {
-            let Some(c) = self.slots[i].as_mut() else {
+            let Some(c) = self.slots.get_mut(i).and_then(|s| s.as_mut()) else {
                 continue;
             };
             match kind {
@@ -580,6 +614,7 @@ impl Processor {
                 }
                 // A lost notice's count is reported again later, so the counts still add up.
                 Kind::Notice(n) => c.lost_down += n,
+                Kind::Own => {}
             }
         }
     }
