@@ -15,9 +15,13 @@ use clap::{Parser, ValueEnum};
     name = "journal-fanout",
     version = env!("LOGSUITE_VERSION"),
     about = "Tail journald and ship every container line to stdout, CloudWatch Logs, Loggly \
-             and LogDNA, each destination at its own pace from its own saved journal cursor."
+             and LogDNA, each destination at its own pace from its own saved journal cursor.",
+    after_help = AFTER_HELP
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Where lines come from: the journal, or JSON lines {"group","stream","event"} on stdin.
     #[arg(
         long,
@@ -105,6 +109,38 @@ pub struct Args {
     /// (certificates are always verified; this adds private CAs to the system's).
     #[arg(long, env = "JOURNAL_FANOUT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+}
+
+const AFTER_HELP: &str = "\
+EXIT STATUS:
+  0  stopped on SIGTERM or SIGINT (SIGHUP never stops it)
+  1  a runtime failure (a reader or destination failed for good, a thread panicked): worth a
+     restart, which resumes from the saved cursors
+  2  a configuration error (bad flag or value, missing AWS region or credentials, missing
+     LOGGLY_TOKEN or LOGDNA_KEY, unwritable --state-dir, unreadable journal): fix the
+     configuration; the unit does not restart on it
+  journal-fanout check: 0 when nothing FAILs, 1 otherwise
+
+ENVIRONMENT:
+  AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_ENDPOINT_URL
+                       the standard AWS settings, for --dst cloudwatchlogs
+  LOGGLY_TOKEN (or LOGGLY_TOKEN_FILE), LOGGLY_URL, LOGGLY_TAGS
+                       for --dst loggly (docs/journal-fanout-destinations.md)
+  LOGDNA_TOKEN (or LOGDNA_TOKEN_FILE), LOGDNA_URL
+                       for --dst logdna
+  JOURNALD_STREAM_NAME ecs-logs' stream field, when --stream-field is not given
+  RUST_LOG             diagnostics level on stderr (error, warn, info, debug; default info)
+
+SIGNALS:
+  SIGTERM, SIGINT      deliver what is batched, save cursors, exit 0
+  SIGHUP               never stops it: \"reload requested; nothing to reload\"";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check this host and the configuration for what stops shipping (state directory,
+    /// journal access, journald storage, destinations' tokens and region): one line each with
+    /// OK, WARN or FAIL and the fix.
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,7 @@
 //! Data flows one way: `source` (journal or stdin, on a thread) → `event` (entry → ecs event)
 //! → `pipeline` (batches, bounded channel) → `sinks` (deliver) → `checkpoint` (save cursor).
 
+mod check;
 mod checkpoint;
 mod config;
 mod event;
@@ -21,7 +22,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::Checkpoint;
@@ -36,8 +36,9 @@ fn main() -> ExitCode {
     // grow their own, multiplying resident memory for no throughput gain here.
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-    let args = config::Args::parse();
+    let mut args = config::Args::parse();
     daemon_kit::init_tracing();
+    let command = args.command.take();
     let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
@@ -56,12 +57,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(config::Command::Check) = command {
+        return ExitCode::from(runtime.block_on(check::run(&config)));
+    }
     let code = match runtime.block_on(run(config)) {
         Ok(code) => code,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
+        // Once, on one line; 2 when it is the configuration's to fix.
+        Err(e) => daemon_kit::exit::report("journal-fanout", &e),
     };
     // Threads still blocked on a destination that never came back must not keep us alive.
     runtime.shutdown_background();
@@ -75,29 +77,17 @@ struct Finished {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // First: SIGHUP's default action would kill us.
+    let mut signals = daemon_kit::Signals::install()?;
     // Every counter of this run; each destination's handle goes to its sink and pipeline.
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics_address {
         let m = metrics.clone();
-        daemon_kit::start_metrics(&addr.to_string(), move || m.render()).await?;
+        daemon_kit::start_metrics(&addr.to_string(), move || m.render())
+            .await
+            .map_err(daemon_kit::config)?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
-    // Files libsystemd cannot open it skips without a word: say so before reading.
-    #[cfg(feature = "journald")]
-    let journal_access = match config.src {
-        SourceKind::Journald => {
-            match source::journal_access::check(&config.journal, &metrics, None) {
-                Ok(outcome) => Some(outcome),
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            }
-        }
-        SourceKind::Stdin => None,
-    };
     let stop = Arc::new(AtomicBool::new(false));
     // What the systemd watchdog checks: each reader beats, or says it waits on a destination.
     let liveness = daemon_kit::Liveness::new();
@@ -124,7 +114,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     _ => None,
                 };
                 let cp = Checkpoint::new(&config.state_dir, dst.name(), ns);
-                cp.prepare()?;
+                cp.prepare().map_err(daemon_kit::config)?;
                 Some(cp)
             }
             SourceKind::Stdin => None,
@@ -144,18 +134,21 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     },
                     m.clone(),
                 )
-                .await?;
+                .await
+                .map_err(daemon_kit::config)?;
                 spawn_delivery(sink, rx, checkpoint.clone(), m.clone(), &done_tx)
             }
             Destination::Loggly => spawn_delivery(
-                sinks::loggly::Loggly::from_env(&tls, &hostname, m.clone())?,
+                sinks::loggly::Loggly::from_env(&tls, &hostname, m.clone())
+                    .map_err(daemon_kit::config)?,
                 rx,
                 checkpoint.clone(),
                 m.clone(),
                 &done_tx,
             ),
             Destination::Logdna => spawn_delivery(
-                sinks::logdna::Logdna::from_env(&tls, &hostname, m.clone())?,
+                sinks::logdna::Logdna::from_env(&tls, &hostname, m.clone())
+                    .map_err(daemon_kit::config)?,
                 rx,
                 checkpoint.clone(),
                 m.clone(),
@@ -166,6 +159,21 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         outputs.push((dst, tx, m, checkpoint));
     }
 
+    // Files libsystemd cannot open it skips without a word: say so before reading
+    // (after the destinations: a configuration error there is the one line to print).
+    #[cfg(feature = "journald")]
+    let journal_access = match config.src {
+        SourceKind::Journald => {
+            match source::journal_access::check(&config.journal, &metrics, None) {
+                Ok(outcome) => Some(outcome),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        SourceKind::Stdin => None,
+    };
     // Reading side: the journal once per destination (each from its own cursor), or stdin
     // once for all.
     match config.src {
@@ -264,14 +272,14 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     };
     while running > 0 {
         tokio::select! {
-            _ = sigterm.recv() => {
-                tracing::info!("SIGTERM: flushing batches and saving cursors");
-                begin_stop(&mut deadline);
-            }
-            _ = sigint.recv() => {
-                tracing::info!("SIGINT: flushing batches and saving cursors");
-                begin_stop(&mut deadline);
-            }
+            s = signals.next() => match s {
+                daemon_kit::Signal::Stop(name) => {
+                    tracing::info!("{name}: flushing batches and saving cursors");
+                    begin_stop(&mut deadline);
+                }
+                // No configuration file to reload yet; never a reason to stop.
+                daemon_kit::Signal::Reload => tracing::info!("reload requested; nothing to reload"),
+            },
             Some(f) = done_rx.recv() => {
                 running -= 1;
                 if let Err(e) = f.result {
@@ -309,12 +317,10 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
 /// An error that a configuration change must fix (exit status 2).
 fn is_config_error(e: &anyhow::Error) -> bool {
     #[cfg(feature = "journald")]
-    return e.is::<source::journal_access::CannotRead>();
-    #[cfg(not(feature = "journald"))]
-    return {
-        let _ = e;
-        false
-    };
+    if e.is::<source::journal_access::CannotRead>() {
+        return true;
+    }
+    daemon_kit::exit::is_config(e)
 }
 
 /// Run a reader's body; a panic becomes its error, so the process stops and says so (exit 1,

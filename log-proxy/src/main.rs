@@ -37,7 +37,17 @@ EXIT STATUS:
   1  a runtime failure (the listener failed, a thread panicked): worth a restart
   2  a configuration error (bad flag or value, socket path in use or its directory missing,
      unusable --metrics-address): fix the configuration; the units do not restart on it
-  log-proxy check: 0 when nothing FAILs, 1 otherwise";
+  log-proxy check: 0 when nothing FAILs, 1 otherwise
+
+ENVIRONMENT:
+  DOCKER_HOST        the Docker API address when --docker-host is not given
+  LISTEN_FDS, LISTEN_PID
+                     set by systemd's log-proxy.socket: serve the socket it passes
+  RUST_LOG           diagnostics level on stderr (error, warn, info, debug; default info)
+
+SIGNALS:
+  SIGTERM, SIGINT    stop receiving, write what is held and the drop notices, exit 0
+  SIGHUP             never stops it: \"reload requested; nothing to reload\"";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -94,7 +104,7 @@ struct Options {
     journal_buffer: u64,
 
     /// Uids (or user names) allowed to write container lines on a unix socket, comma-separated,
-    /// or `any` [default: 0 and the owner of Docker's API socket]. Lines from other senders are
+    /// or `any` [default: 0 and the owner of the socket in $DOCKER_HOST or --docker-host]. Lines from other senders are
     /// counted (log_proxy_untrusted_lines_total{uid}) and reported once a minute, not written.
     #[arg(long, env = "LOG_PROXY_ALLOW_UID", value_name = "LIST")]
     allow_uid: Option<AllowUids>,

@@ -107,6 +107,18 @@ impl Metrics {
                 escape(name)
             );
         }
+        let _ = writeln!(
+            s,
+            "# HELP log_proxy_untrusted_lines_total Lines refused because their sender's uid is not allowed (--allow-uid), per uid; not written.\n# TYPE log_proxy_untrusted_lines_total counter"
+        );
+        for (uid, n) in self.intake.refused.totals() {
+            let _ = writeln!(s, "log_proxy_untrusted_lines_total{{uid=\"{uid}\"}} {n}");
+        }
+        let _ = writeln!(
+            s,
+            "# HELP log_proxy_buffer_bytes Bytes of encoded entries waiting for the journald writer (the outage buffer's fill; --journal-buffer bounds it).\n# TYPE log_proxy_buffer_bytes gauge\nlog_proxy_buffer_bytes {}",
+            g(&self.writer.held_bytes)
+        );
         s
     }
 }

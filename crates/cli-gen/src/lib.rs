@@ -101,9 +101,6 @@ fn man(cmd: Command, out: &mut dyn Write) -> io::Result<()> {
         .cloned()
         .collect();
     let page = Man::new(cmd.clone());
-    if subcommands.is_empty() && after_help(&cmd).is_none() {
-        return page.render(out);
-    }
     let mut roff = Vec::new();
     page.render_title(&mut roff)?;
     page.render_name_section(&mut roff)?;
@@ -124,6 +121,7 @@ fn man(cmd: Command, out: &mut dyn Write) -> io::Result<()> {
         roff.extend_from_slice(&demote_headings(&body));
     }
     notes(&cmd, &mut roff)?;
+    environment(&cmd, &mut roff)?;
     page.render_version_section(&mut roff)?;
     out.write_all(&drop_repeated_preamble(&roff))
 }
@@ -134,18 +132,87 @@ fn after_help(cmd: &Command) -> Option<String> {
         .map(|h| h.to_string())
 }
 
-/// The after-help text (examples, template fields) as a NOTES section, lines kept as written
-/// (clap_mangen's EXTRA section would fill them into one paragraph).
-fn notes(cmd: &Command, out: &mut Vec<u8>) -> io::Result<()> {
+/// The after-help text split into sections: lines before any heading are NOTES; a line of
+/// capitals ending in a colon (`EXIT STATUS:`) starts a section of that name.
+fn sections(cmd: &Command) -> Vec<(String, Vec<String>)> {
     let Some(text) = after_help(cmd) else {
-        return Ok(());
+        return Vec::new();
     };
-    let mut roff = Roff::new();
-    roff.control("SH", ["NOTES"]).control("nf", []);
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for line in text.lines() {
-        roff.text([roman(line)]);
+        let heading = line
+            .strip_suffix(':')
+            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_uppercase() || c == ' '));
+        match (heading, out.last_mut()) {
+            (Some(h), _) => out.push((h.to_string(), Vec::new())),
+            (None, Some((_, lines))) => lines.push(line.to_string()),
+            (None, None) => out.push(("NOTES".into(), vec![line.to_string()])),
+        }
     }
-    roff.control("fi", []);
+    out
+}
+
+/// The after-help sections (examples, template fields, exit status), lines kept as written
+/// (clap_mangen's EXTRA section would fill them into one paragraph). ENVIRONMENT is left to
+/// [`environment`].
+fn notes(cmd: &Command, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut roff = Roff::new();
+    for (name, lines) in sections(cmd) {
+        if name == "ENVIRONMENT" {
+            continue;
+        }
+        roff.control("SH", [name.as_str()]).control("nf", []);
+        for line in lines {
+            roff.text([roman(line)]);
+        }
+        roff.control("fi", []);
+    }
+    roff.to_writer(out)
+}
+
+/// An ENVIRONMENT section: every variable an option reads, with its option (the variable
+/// and the flag mean the same; the flag wins), then the after-help's ENVIRONMENT lines (the
+/// variables no option stands for).
+fn environment(cmd: &Command, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut collect = |c: &Command| {
+        for a in c.get_arguments() {
+            if let (Some(env), Some(long)) = (a.get_env(), a.get_long()) {
+                let env = env.to_string_lossy().into_owned();
+                if !vars.iter().any(|(e, _)| *e == env) {
+                    vars.push((env, format!("--{long}")));
+                }
+            }
+        }
+    };
+    collect(cmd);
+    for sub in cmd.get_subcommands() {
+        collect(sub);
+    }
+    let extra: Vec<String> = sections(cmd)
+        .into_iter()
+        .filter(|(n, _)| n == "ENVIRONMENT")
+        .flat_map(|(_, l)| l)
+        .collect();
+    if vars.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["ENVIRONMENT"]);
+    for (env, flag) in vars {
+        roff.control("TP", [])
+            .text([clap_mangen::roff::bold(env)])
+            .text([roman(format!(
+                "Same as {flag} (the flag wins when both are given)."
+            ))]);
+    }
+    if !extra.is_empty() {
+        roff.control("PP", []).control("nf", []);
+        for line in extra {
+            roff.text([roman(line)]);
+        }
+        roff.control("fi", []);
+    }
     roff.to_writer(out)
 }
 
@@ -187,7 +254,13 @@ mod tests {
         Command::new("toy")
             .version("1.0 (rev abc)")
             .about("A toy")
-            .arg(Arg::new("color").long("color").global(true))
+            .arg(
+                Arg::new("color")
+                    .long("color")
+                    .global(true)
+                    .env("TOY_COLOR"),
+            )
+            .after_help("EXIT STATUS:\n  2  bad")
             .subcommand(
                 Command::new("run")
                     .about("Runs")
@@ -209,9 +282,17 @@ mod tests {
         assert!(page.contains("\\fBtoy run\\fR"), "{page}");
         assert!(page.contains("\\-\\-fast"), "{page}");
         // Global options are documented once, at the top.
-        assert_eq!(page.matches("\\-\\-color").count(), 2, "{page}"); // synopsis + options
+        assert_eq!(page.matches("\\-\\-color").count(), 3, "{page}"); // synopsis + options + environment
                                                                       // Notes keep their lines: no-fill mode around them.
         assert!(page.contains(".SS NOTES\n.nf\nExamples:\n"), "{page}");
+        assert!(
+            page.contains(".SH \"EXIT STATUS\"\n.nf\n  2  bad\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains(".SH ENVIRONMENT\n.TP\n\\fBTOY_COLOR\\fR\n"),
+            "{page}"
+        );
         assert_eq!(
             page.matches(".ds Aq").count(),
             2,

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
@@ -29,10 +28,35 @@ pub async fn client() -> anyhow::Result<aws_sdk_cloudwatchlogs::Client> {
         .load()
         .await;
     if sdk.region().is_none() {
-        bail!(
+        return Err(daemon_kit::config_error(
             "--dst cloudwatchlogs: no AWS region configured; set AWS_REGION (or a region in \
-             the AWS profile, or run on EC2 with instance metadata)"
-        );
+             the AWS profile, or run on EC2 with instance metadata)",
+        ));
     }
+    credentials(&sdk).await?;
     Ok(aws_sdk_cloudwatchlogs::Client::new(&sdk))
 }
+
+/// Load the credentials once at start, so missing ones are reported as missing (exit 2)
+/// before the first request, not later as a failure to reach the service.
+async fn credentials(sdk: &aws_config::SdkConfig) -> anyhow::Result<()> {
+    use aws_credential_types::provider::{error::CredentialsError, ProvideCredentials};
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(daemon_kit::config_error(NO_CREDENTIALS));
+    };
+    match provider.provide_credentials().await {
+        Ok(_) => Ok(()),
+        Err(CredentialsError::CredentialsNotLoaded(_)) => {
+            Err(daemon_kit::config_error(NO_CREDENTIALS))
+        }
+        // A provider that exists but failed (instance metadata timing out at boot, STS
+        // unreachable): a runtime failure, worth a restart.
+        Err(e) => Err(anyhow::Error::new(e).context(
+            "--dst cloudwatchlogs: cannot load AWS credentials (the provider that has them failed)",
+        )),
+    }
+}
+
+const NO_CREDENTIALS: &str = "--dst cloudwatchlogs: no AWS credentials found; set \
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE with ~/.aws/credentials), \
+    or run with an instance or task role";
