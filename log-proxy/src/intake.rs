@@ -588,13 +588,14 @@ impl DgramReceiver {
                 let sender = unsafe { crate::trust::sender_of(&h.msg_hdr) };
                 // The kernel resets the length to what it wrote: give the room back.
                 h.msg_hdr.msg_controllen = each as _;
-                // No credentials at all cannot happen with SO_PASSCRED on a unix socket;
-                // treat it as untrusted rather than guess.
-                let sender = sender.unwrap_or(crate::trust::Sender {
-                    uid: u32::MAX,
-                    pid: 0,
-                });
-                if !self.allow.allows(sender.uid) {
+                // The kernel attaches a sender at send time once SO_PASSCRED is on; one
+                // queued before (an inherited socket's backlog from while log-proxy was
+                // stopped, unless the unit sets PassCredentials=) reads as pid 0 with the
+                // overflow uid: no sender known, and it reached the socket through its
+                // permissions, so it is taken.
+                if let Some(sender) =
+                    sender.filter(|s| s.pid != 0 && !self.allow.allows(s.uid))
+                {
                     stats.refused.note(sender, 1);
                     h.msg_hdr.msg_flags = 0;
                     continue;

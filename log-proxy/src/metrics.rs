@@ -119,6 +119,11 @@ impl Metrics {
             "# HELP log_proxy_buffer_bytes Bytes of encoded entries waiting for the journald writer (the outage buffer's fill; --journal-buffer bounds it).\n# TYPE log_proxy_buffer_bytes gauge\nlog_proxy_buffer_bytes {}",
             g(&self.writer.held_bytes)
         );
+        let _ = writeln!(
+            s,
+            "# HELP log_proxy_journal_up 1 while journald takes entries, 0 while it is gone (lines are then held in the buffer).\n# TYPE log_proxy_journal_up gauge\nlog_proxy_journal_up {}",
+            u8::from(self.writer.up.load(Ordering::Relaxed))
+        );
         s
     }
 }
