@@ -593,9 +593,7 @@ impl DgramReceiver {
                 // stopped, unless the unit sets PassCredentials=) reads as pid 0 with the
                 // overflow uid: no sender known, and it reached the socket through its
                 // permissions, so it is taken.
-                if let Some(sender) =
-                    sender.filter(|s| s.pid != 0 && !self.allow.allows(s.uid))
-                {
+                if let Some(sender) = sender.filter(|s| s.pid != 0 && !self.allow.allows(s.uid)) {
                     stats.refused.note(sender, 1);
                     h.msg_hdr.msg_flags = 0;
                     continue;
