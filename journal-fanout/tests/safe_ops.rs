@@ -64,7 +64,9 @@ fn configuration_errors_exit_2_on_one_line() {
     )
     .unwrap();
     let nested = unwritable.path().join("state");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str, Vec<&str>)> = vec![
+    // (flags, environment, how stderr starts, what else it says)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             vec!["--dst", "cloudwatchlogs"],
             creds.to_vec(),
