@@ -40,6 +40,8 @@ pub struct Meta {
     pub task_arn: Option<String>,
     /// From the `log-proxy.rate-limit` label; `Err` keeps the bad value for the warning.
     pub limit: Option<Result<Limit, String>>,
+    /// Every label, for the policy's `match.label` (see [`crate::policy`]).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Meta {
@@ -121,6 +123,31 @@ pub fn start(docker_host: String, answers: Sender<Answer>) -> Lookups {
     Lookups { tx }
 }
 
+/// The running containers' metadata (for `log-proxy check-config`), each inspected.
+pub async fn running(host: &str) -> Result<Vec<Meta>, String> {
+    let d = tokio::time::timeout(LOOKUP_TIMEOUT, connect(host))
+        .await
+        .map_err(|_| format!("no answer within {LOOKUP_TIMEOUT:?}"))??;
+    let list = d
+        .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+        .await
+        .map_err(|e| format!("cannot list containers: {e}"))?;
+    let mut out = Vec::new();
+    for c in list {
+        let Some(id) = c.id else { continue };
+        if let Ok(info) = d
+            .inspect_container(
+                &id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            out.push(meta_from(info));
+        }
+    }
+    Ok(out)
+}
+
 async fn connected(
     host: &str,
     client: &tokio::sync::RwLock<Option<Docker>>,
@@ -199,6 +226,7 @@ fn meta_from(info: bollard::models::ContainerInspectResponse) -> Meta {
         tag: None,
         task_arn: labels.get(TASK_LABEL).cloned(),
         limit: labels.get(LIMIT_LABEL).map(|v| v.parse::<Limit>()),
+        labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
     m.tag = labels.get(TAG_LABEL).map(|t| render_tag(t, &m));
     m

@@ -17,6 +17,8 @@ pub mod intake;
 pub mod journal;
 pub mod limiter;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod syslog;
 pub mod trust;

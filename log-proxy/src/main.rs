@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use log_proxy::intake::{self, Address};
 use log_proxy::limiter::Limit;
+use log_proxy::policy::{self, Overrides, Policy};
 use log_proxy::trust::AllowUids;
-use log_proxy::{activation, check, docker, journal, metrics, proxy};
+use log_proxy::{activation, check, docker, journal, metrics, proxy, reload};
 
 /// Per-container rate-limiting syslog proxy: Docker's syslog log driver in, journald out.
 #[derive(Parser, Debug)]
@@ -58,6 +60,13 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = "/etc/docker/daemon.json")]
         daemon_json: std::path::PathBuf,
     },
+    /// Check a policy file without starting: unknown keys, bad globs or sizes are errors
+    /// (exit 2), rules never reached are warnings; then, if Docker answers, which rule each
+    /// running container gets.
+    CheckConfig {
+        /// The policy file [default: --policy, else /etc/log-proxy/policy.toml].
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -74,6 +83,12 @@ struct Options {
     /// Docker Engine API address [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
     #[arg(short = 'd', long, env = "LOG_PROXY_DOCKER_HOST")]
     docker_host: Option<String>,
+
+    /// Rate-limit policy file (TOML: per-service budgets in lines and bytes; docs/log-proxy.md)
+    /// [default: /etc/log-proxy/policy.toml if it exists, else the flags alone]. Reloaded on
+    /// SIGHUP and when it changes.
+    #[arg(long, env = "LOG_PROXY_POLICY", value_name = "FILE")]
+    policy: Option<std::path::PathBuf>,
 
     /// Rate-limit window: each container may log BURST lines per INTERVAL.
     #[arg(short = 'i', long, env = "LOG_PROXY_INTERVAL", default_value = "5s",
@@ -139,8 +154,24 @@ fn main() -> std::process::ExitCode {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     daemon_kit::init_tracing();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Flags given on the command line or in the environment win over the policy file.
+    let given = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    let over = Overrides {
+        lines: given("burst").then_some(cli.opts.burst),
+        interval: given("interval").then_some(cli.opts.interval),
+    };
     let result = match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            let file = file.or_else(|| policy_path(&cli.opts));
+            return check_config(file, &cli.opts, over);
+        }
         Some(Command::Check { daemon_json }) => {
             return std::process::ExitCode::from(check::run(&check::Settings {
                 socket: cli.opts.syslog_address.clone(),
@@ -149,7 +180,7 @@ fn main() -> std::process::ExitCode {
                 daemon_json,
             }))
         }
-        None => run(cli.opts),
+        None => run(cli.opts, over),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -165,16 +196,88 @@ fn docker_host(opts: &Options) -> String {
         .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
 }
 
-fn run(opts: Options) -> anyhow::Result<()> {
-    let limit = Limit {
-        burst: opts.burst,
-        interval: opts.interval,
+/// `--policy`, else the default file if it exists.
+fn policy_path(opts: &Options) -> Option<std::path::PathBuf> {
+    opts.policy.clone().or_else(|| {
+        let p = std::path::Path::new(policy::DEFAULT_PATH);
+        p.exists().then(|| p.to_path_buf())
+    })
+}
+
+/// `log-proxy check-config [FILE]`.
+fn check_config(
+    file: Option<std::path::PathBuf>,
+    opts: &Options,
+    over: Overrides,
+) -> std::process::ExitCode {
+    let Some(file) = file else {
+        eprintln!(
+            "log-proxy: no policy file to check: give one (log-proxy check-config FILE) or --policy; {} does not exist",
+            policy::DEFAULT_PATH
+        );
+        return std::process::ExitCode::from(2);
     };
+    let flags = Limit::lines(opts.burst, opts.interval);
+    let (p, warnings) = match Policy::load(&file, flags, over) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("log-proxy: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: OK, {} rules; defaults {}",
+        file.display(),
+        p.rules.len(),
+        p.defaults
+    );
+    for r in &p.rules {
+        println!("  rule {}: {}", r.name, r.limit);
+    }
+    let docker = docker_host(opts);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    match rt.block_on(docker::running(&docker)) {
+        Ok(containers) => {
+            println!("running containers ({}):", containers.len());
+            for m in containers {
+                let a = p.assign(Some(&m));
+                println!(
+                    "  {} ({}, {}): {} — {}",
+                    m.name,
+                    m.id12(),
+                    m.image_name,
+                    a.rule
+                        .as_deref()
+                        .map(|r| format!("rule {r}"))
+                        .unwrap_or_else(|| "defaults".into()),
+                    a.limit
+                );
+            }
+        }
+        Err(e) => println!("(Docker at {docker} did not answer, so no containers are shown: {e})"),
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn run(opts: Options, over: Overrides) -> anyhow::Result<()> {
+    let flags = Limit::lines(opts.burst, opts.interval);
     if opts.interval.is_zero() && opts.burst != 0 {
         return Err(daemon_kit::config_error(
             "--interval must be longer than 0 (or use --burst 0 to turn limiting off)",
         ));
     }
+    let source = policy_path(&opts).map(|path| reload::Source { path, flags, over });
+    let policy = match &source {
+        Some(s) => s.load().map_err(daemon_kit::config_error)?,
+        None => Policy::flags_only(flags),
+    };
+    let limit = policy.defaults;
     let docker_host = docker_host(&opts);
     let allow = opts
         .allow_uid
@@ -227,7 +330,9 @@ fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(
         address = %if activated { "the socket systemd passed (LISTEN_FDS)".to_string() } else { format!("{:?}", opts.syslog_address) },
         journal = %opts.journal_socket.display(),
-        docker = %docker_host, limit = %limit, allow_uid = %allow,
+        docker = %docker_host, limit = %limit, rules = policy.rules.len(),
+        policy = %source.as_ref().map(|s| s.path.display().to_string()).unwrap_or_else(|| "(flags)".into()),
+        allow_uid = %allow,
         journal_buffer = opts.journal_buffer, "listening"
     );
 
@@ -241,8 +346,16 @@ fn run(opts: Options) -> anyhow::Result<()> {
             .spawn(move || journal::run_writer(journal, batch_rx, state, alive))?
     };
     let direct = journal_native::Journal::new(&opts.journal_socket).ok();
+    let (policy_tx, policy_rx) = crossbeam_channel::unbounded();
+    let _watcher = match &source {
+        Some(s) => Some(
+            rt.block_on(async { reload::watch(s.clone(), policy_tx.clone()) })
+                .with_context(|| format!("cannot watch the policy file {}", s.path.display()))?,
+        ),
+        None => None,
+    };
     let p = proxy::Processor::new(
-        limit,
+        Arc::new(policy),
         Some(lookups),
         counters,
         writer_state.clone(),
@@ -250,6 +363,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
         direct,
     )
     .buffer_bytes(opts.journal_buffer)
+    .reloading(policy_rx)
     .reporting_refusals(intake_stats.clone())
     .watched(liveness.part("processor (syslog to journald)"));
     // `intake` is the thread whose end means the listener stopped; for datagrams the
@@ -304,8 +418,11 @@ fn run(opts: Options) -> anyhow::Result<()> {
                         tracing::info!("{name}: shutting down: draining and flushing");
                         break;
                     }
-                    // No configuration file to reload yet; never a reason to stop.
-                    daemon_kit::Signal::Reload => tracing::info!("reload requested; nothing to reload"),
+                    // Never a reason to stop.
+                    daemon_kit::Signal::Reload => match &source {
+                        Some(s) => s.reload("SIGHUP", &policy_tx),
+                        None => tracing::info!("reload requested; nothing to reload (no policy file)"),
+                    },
                 },
                 _ = wait_finished(&intake) => {
                     tracing::error!("the syslog listener stopped unexpectedly");

@@ -19,6 +19,8 @@ pub struct Counters {
     pub containers: AtomicU64,
     /// Top containers by lines dropped: (id, name, dropped), largest first.
     pub top_dropped: Mutex<Vec<(String, String, u64)>>,
+    /// Lines and message bytes dropped per policy rule (`default`, `label`, a rule's name).
+    pub rule_dropped: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
 }
 
 pub struct Metrics {
@@ -105,6 +107,29 @@ impl Metrics {
                 "log_proxy_container_dropped_lines_total{{container_id=\"{}\",container_name=\"{}\"}} {n}",
                 escape(id),
                 escape(name)
+            );
+        }
+        let rules = c.rule_dropped.lock().unwrap().clone();
+        let _ = writeln!(
+            s,
+            "# HELP log_proxy_rule_dropped_lines_total Lines dropped by rate limits, per policy rule that set the limit (default: no rule; label: the container's own label).\n# TYPE log_proxy_rule_dropped_lines_total counter"
+        );
+        for (rule, (lines, _)) in &rules {
+            let _ = writeln!(
+                s,
+                "log_proxy_rule_dropped_lines_total{{rule=\"{}\"}} {lines}",
+                escape(rule)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP log_proxy_rule_dropped_bytes_total Message bytes of the lines dropped by rate limits, per policy rule.\n# TYPE log_proxy_rule_dropped_bytes_total counter"
+        );
+        for (rule, (_, bytes)) in &rules {
+            let _ = writeln!(
+                s,
+                "log_proxy_rule_dropped_bytes_total{{rule=\"{}\"}} {bytes}",
+                escape(rule)
             );
         }
         let _ = writeln!(

@@ -15,8 +15,9 @@ use crossbeam_channel::{select, Receiver, Sender};
 use crate::docker::{Answer, Lookups, Meta, LOOKUP_TIMEOUT};
 use crate::intake::Messages;
 use crate::journal::{container_fields, encode_line, Batch, WriterState, NOTICE_MESSAGE_ID};
-use crate::limiter::{Budget, Drops, Limit, Notice};
+use crate::limiter::{Budget, Drops, Notice};
 use crate::metrics::Counters;
+use crate::policy::Policy;
 use crate::syslog;
 
 /// Table key for messages that are not syslog or carry no tag: they share one budget and
@@ -73,6 +74,8 @@ struct Container {
     retry_lookup_at: Option<Instant>,
     fields: Vec<u8>,
     budget: Budget,
+    /// The policy rule that chose the budget (`None`: the defaults).
+    rule: Option<Arc<str>>,
     drops: Drops,
     /// Lines lost while journald was unavailable and the buffer was full; reported when back.
     lost_down: u64,
@@ -90,7 +93,12 @@ enum Kind {
 }
 
 pub struct Processor {
-    default_limit: Limit,
+    policy: Arc<Policy>,
+    /// New policies from reloads (SIGHUP, the file changing), applied between lines.
+    policies: Option<Receiver<Arc<Policy>>>,
+    /// Lines and bytes dropped per rule (`default`, `label` or a rule's name), published to
+    /// the metrics once a second; owned here so the drop path takes no lock.
+    rule_drops: HashMap<Arc<str>, (u64, u64)>,
     lookups: Option<Lookups>,
     counters: Arc<Counters>,
     writer: Arc<WriterState>,
@@ -116,7 +124,7 @@ pub struct Processor {
 
 impl Processor {
     pub fn new(
-        default_limit: Limit,
+        policy: Arc<Policy>,
         lookups: Option<Lookups>,
         counters: Arc<Counters>,
         writer: Arc<WriterState>,
@@ -127,7 +135,9 @@ impl Processor {
             let _ = d.set_nonblocking(true);
         }
         Processor {
-            default_limit,
+            policy,
+            policies: None,
+            rule_drops: HashMap::new(),
             lookups,
             counters,
             writer,
@@ -151,6 +161,12 @@ impl Processor {
     /// always fits, however large).
     pub fn buffer_bytes(mut self, bytes: u64) -> Processor {
         self.buffer_bytes = bytes;
+        self
+    }
+
+    /// Take new policies from `rx` (reloads) and move existing containers to them.
+    pub fn reloading(mut self, rx: Receiver<Arc<Policy>>) -> Processor {
+        self.policies = Some(rx);
         self
     }
 
@@ -225,6 +241,9 @@ impl Processor {
             a.beat();
         }
         let now = Instant::now();
+        if let Some(p) = self.policies.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            self.apply(p);
+        }
         if now >= self.next_tick {
             self.report_refusals(now);
             self.tick(now);
@@ -298,7 +317,8 @@ impl Processor {
             lookup,
             retry_lookup_at: None,
             fields,
-            budget: Budget::new(self.default_limit),
+            budget: Budget::new(self.policy.assign(None).limit),
+            rule: self.policy.assign(None).rule,
             drops: Drops::default(),
             lost_down: 0,
             last_seen: now,
@@ -341,14 +361,18 @@ impl Processor {
     /// Rate-limit one line of a container whose fields are known, and queue it for journald.
     fn admit(&mut self, idx: usize, severity: u8, msg: &[u8], now: Instant) {
         let c = self.slots[idx].as_mut().unwrap();
-        if c.budget.admit(severity) {
+        if c.budget.admit(severity, msg.len()) {
             self.batch
                 .push(|out| encode_line(out, &c.fields, severity, msg));
             self.owners.push((idx, Kind::Line));
             self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         } else {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            if let Some(n) = c.drops.record(now) {
+            let rule = c.rule.clone().unwrap_or_else(|| "default".into());
+            let t = self.rule_drops.entry(rule).or_default();
+            t.0 += 1;
+            t.1 += msg.len() as u64;
+            if let Some(n) = c.drops.record(now, msg.len() as u64) {
                 self.notice(idx, n);
             }
         }
@@ -358,9 +382,49 @@ impl Processor {
     /// a fixed MESSAGE_ID and N_DROPPED. Notices bypass the limiter.
     fn notice(&mut self, idx: usize, n: Notice) {
         let c = self.slots[idx].as_ref().unwrap();
-        let text = n.text(c.budget.limit());
-        let count = n.count().to_string();
-        self.push_notice(idx, &text, &count, n.count());
+        let text = n.text(c.budget.limit(), c.rule.as_deref());
+        let rule = c.rule.clone();
+        self.batch.push(|out| {
+            encode_line(out, &c.fields, 4, text.as_bytes());
+            journal_native::encode_field(out, "MESSAGE_ID", NOTICE_MESSAGE_ID.as_bytes());
+            journal_native::encode_field(out, "N_DROPPED", n.count().to_string().as_bytes());
+            journal_native::encode_field(out, "N_DROPPED_BYTES", n.bytes().to_string().as_bytes());
+            journal_native::encode_field(
+                out,
+                "LOG_PROXY_RULE",
+                rule.as_deref().unwrap_or("default").as_bytes(),
+            );
+        });
+        self.owners.push((idx, Kind::Notice(n.count())));
+        self.counters.notices.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(container = %c.reference, notice = %text, "rate limit");
+    }
+
+    /// Move every container to the budget `policy` gives it. One whose budget is unchanged
+    /// keeps it as it is (no reset); one that moves while dropping starts its new budget
+    /// spent, so a reload never lets a flood through. Between two lines: none is lost or
+    /// reordered.
+    fn apply(&mut self, policy: Arc<Policy>) {
+        let mut moved = 0;
+        for c in self.slots.iter_mut().flatten() {
+            let a = policy.assign(c.meta.as_deref());
+            if a.limit != c.budget.limit() {
+                c.budget = Budget::moved(a.limit, c.drops.active());
+                moved += 1;
+            }
+            c.rule = a.rule;
+        }
+        tracing::info!(
+            policy = %policy.source.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            rules = policy.rules.len(),
+            defaults = %policy.defaults,
+            containers = self.index.len(),
+            moved,
+            "policy reloaded: {} rules; {moved} of {} containers moved to a new budget",
+            policy.rules.len(),
+            self.index.len()
+        );
+        self.policy = policy;
     }
 
     /// Write the report of refused senders (see [`crate::trust`]) when one is due, under
@@ -426,7 +490,7 @@ impl Processor {
 
     /// Settle a container's metadata (or its absence) and release its queued lines in order.
     fn resolve(&mut self, idx: usize, meta: Option<Arc<Meta>>, failure: Option<String>) {
-        let default = self.default_limit;
+        let policy = self.policy.clone();
         let c = self.slots[idx].as_mut().unwrap();
         if let Some(reason) = failure {
             self.counters
@@ -439,19 +503,16 @@ impl Processor {
         }
         if let Some(m) = meta {
             c.fields = container_fields(&c.reference, Some(&m));
-            let limit = match &m.limit {
-                Some(Ok(l)) => *l,
-                Some(Err(e)) => {
-                    if self.warned_labels.insert(m.id_full.clone()) {
-                        tracing::warn!(container = %m.name, error = %e, "ignoring bad log-proxy.rate-limit label; using the default limit");
-                    }
-                    default
+            if let Some(Err(e)) = &m.limit {
+                if self.warned_labels.insert(m.id_full.clone()) {
+                    tracing::warn!(container = %m.name, error = %e, "ignoring bad log-proxy.rate-limit label; using the policy's limit");
                 }
-                None => default,
-            };
-            if limit != c.budget.limit() {
-                c.budget = Budget::new(limit);
             }
+            let a = policy.assign(Some(&m));
+            if a.limit != c.budget.limit() {
+                c.budget = Budget::new(a.limit);
+            }
+            c.rule = a.rule;
             c.meta = Some(m);
             c.retry_lookup_at = None;
         }
@@ -633,6 +694,12 @@ impl Processor {
         top.sort_by_key(|t| std::cmp::Reverse(t.2));
         top.truncate(50);
         *self.counters.top_dropped.lock().unwrap() = top;
+        if !self.rule_drops.is_empty() {
+            let mut r = self.counters.rule_dropped.lock().unwrap();
+            for (rule, v) in &self.rule_drops {
+                r.insert(rule.to_string(), *v);
+            }
+        }
     }
 
     fn shutdown(&mut self) {

@@ -139,12 +139,15 @@ fn quiet_and_noisy(format: &str) {
         })
         .expect("a 'dropped N' notice");
     let n = n_dropped(dropped);
+    let bytes: u64 = field(dropped, "N_DROPPED_BYTES").unwrap().parse().unwrap();
     assert_eq!(
         field(dropped, "MESSAGE").unwrap(),
         format!(
-            "log-proxy: dropped {n} log lines, the container is over its limit of 500 lines per 5s"
+            "log-proxy: dropped {n} log lines ({}), the container is over its limit of 500 lines per 5s",
+            log_proxy::limiter::show_bytes(bytes)
         )
     );
+    assert_eq!(field(dropped, "LOG_PROXY_RULE").unwrap(), "default");
     let delivered = entries.len() - notices.len();
     assert!(
         delivered >= 500 && delivered < NOISY_LINES as usize / 2,
