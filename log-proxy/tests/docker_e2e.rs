@@ -6,35 +6,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{n_dropped, Proxy, NOTICE_ID};
+use common::{n_dropped, run_container, Proxy, NOTICE_ID};
 use testkit::{docker, docker_cmd, field, unique_name, Journald, BUSYBOX_IMAGE};
 
 const NOISY_LINES: u64 = 20_000;
 const QUIET_LINES: usize = 200;
-
-fn run_container(proxy: &Proxy, format: &str, name: &str, script: &str) -> std::process::Child {
-    Command::new("docker")
-        .args(["run", "--rm", "--network", "none", "--name", name])
-        .args(["--log-driver", "syslog"])
-        .arg("--log-opt")
-        .arg(format!(
-            "syslog-address=unixgram://{}",
-            proxy.socket.display()
-        ))
-        .arg("--log-opt")
-        .arg(format!("syslog-format={format}"))
-        .args([
-            "--log-opt",
-            "tag={{.ID}}",
-            BUSYBOX_IMAGE,
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("docker run")
-}
 
 fn quiet_and_noisy(format: &str) {
     docker();

@@ -112,6 +112,38 @@ impl Drop for Proxy {
     }
 }
 
+/// `docker run` a busybox container logging through `proxy` with Docker's syslog driver
+/// (`format`: rfc5424micro, rfc3164...), `extra` flags before the image (labels...).
+pub fn run_container_with(
+    proxy: &Proxy,
+    format: &str,
+    name: &str,
+    extra: &[&str],
+    image: &str,
+    script: &str,
+) -> std::process::Child {
+    Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--name", name])
+        .args(["--log-driver", "syslog"])
+        .arg("--log-opt")
+        .arg(format!(
+            "syslog-address=unixgram://{}",
+            proxy.socket.display()
+        ))
+        .arg("--log-opt")
+        .arg(format!("syslog-format={format}"))
+        .args(["--log-opt", "tag={{.ID}}"])
+        .args(extra)
+        .args([image, "sh", "-c", script])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("docker run")
+}
+
+pub fn run_container(proxy: &Proxy, format: &str, name: &str, script: &str) -> std::process::Child {
+    run_container_with(proxy, format, name, &[], testkit::BUSYBOX_IMAGE, script)
+}
+
 pub fn n_dropped(e: &Entry) -> u64 {
     testkit::field(e, "N_DROPPED")
         .and_then(|v| v.parse().ok())
