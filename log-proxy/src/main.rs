@@ -49,7 +49,21 @@ ENVIRONMENT:
 
 SIGNALS:
   SIGTERM, SIGINT    stop receiving, write what is held and the drop notices, exit 0
-  SIGHUP             never stops it: \"reload requested; nothing to reload\"";
+  SIGHUP             reload the policy file (a bad one is refused and the running policy
+                     stays); never stops it
+
+POLICY FILE:
+  TOML (--policy FILE). Every key:
+  [defaults]             lines = N (per interval; 0 = unlimited), bytes = \"4MiB\" (message
+                         bytes per interval; 0 = unlimited), interval = \"5s\",
+                         errors = \"separate\" | \"shared\" | \"exempt\"
+  [[rule]]               name = \"...\" (unique; in notices as LOG_PROXY_RULE and in metrics),
+                         the same four keys (missing ones from [defaults]), and matchers, all of
+                         which must match (globs): match.name, match.image (IMAGE_NAME),
+                         match.label.\"KEY\", match.ecs_family (the ECS task family label)
+  The first matching rule wins; a container's log-proxy.rate-limit label
+  (LINES/INTERVAL[/BYTES]) wins over the file; flags given explicitly win over [defaults].
+  Reloaded on SIGHUP and when the file changes; check it with: log-proxy check-config FILE";
 
 #[derive(Subcommand, Debug)]
 enum Command {
