@@ -98,9 +98,9 @@ struct Options {
     #[arg(short = 'd', long, env = "LOG_PROXY_DOCKER_HOST")]
     docker_host: Option<String>,
 
-    /// Rate-limit policy file (TOML: per-service budgets in lines and bytes; docs/log-proxy.md)
-    /// [default: /etc/log-proxy/policy.toml if it exists, else the flags alone]. Reloaded on
-    /// SIGHUP and when it changes.
+    /// Rate-limit policy file (TOML: per-service budgets in lines and bytes; see POLICY FILE).
+    /// Without it, /etc/log-proxy/policy.toml is read if it exists, else the flags alone
+    /// apply. Reloaded on SIGHUP and when it changes.
     #[arg(long, env = "LOG_PROXY_POLICY", value_name = "FILE")]
     policy: Option<std::path::PathBuf>,
 
