@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
@@ -376,7 +376,7 @@ pub fn serve(
             serve_stream(
                 || {
                     accepted(l.accept(), |s| {
-                        crate::trust::peer(s.as_raw_fd()).filter(|p| !allow.allows(p.uid))
+                        crate::trust::peer(s.as_fd()).filter(|p| !allow.allows(p.uid))
                     })
                 },
                 &out,
@@ -489,7 +489,9 @@ impl DgramReceiver {
         if allow == AllowUids::Any || !is_unix(self.fd) {
             return Ok(self);
         }
-        crate::trust::pass_credentials(self.fd)
+        // SAFETY: the receiver's socket stays open for the receiver's life.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        crate::trust::pass_credentials(fd)
             .context("cannot ask the kernel for senders' credentials (SO_PASSCRED)")?;
         let each = crate::trust::control_len();
         self.control = vec![0u8; SLOTS * each];

@@ -93,42 +93,16 @@ pub struct Sender {
 }
 
 /// Ask the kernel to attach each datagram's sender (`SO_PASSCRED`).
-pub fn pass_credentials(fd: i32) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on a valid fd with a c_int value.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PASSCRED,
-            &on as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+pub fn pass_credentials(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::PassCred, &true)
 }
 
 /// The peer of a connected unix stream (`SO_PEERCRED`).
-pub fn peer(fd: i32) -> Option<Sender> {
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt into a ucred of the size given.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (r == 0).then_some(Sender {
-        uid: cred.uid,
-        pid: cred.pid,
+pub fn peer(fd: std::os::fd::BorrowedFd<'_>) -> Option<Sender> {
+    let c = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    Some(Sender {
+        uid: c.uid(),
+        pid: c.pid(),
     })
 }
 
