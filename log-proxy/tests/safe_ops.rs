@@ -503,6 +503,40 @@ fn lines_from_a_uid_not_allowed_are_refused_counted_and_reported() {
         metrics.contains("log_proxy_untrusted_lines_total{uid=\"65534\"} 1"),
         "{metrics}"
     );
+
+    // A stream connection's peer is checked the same way (SO_PEERCRED).
+    let stream_path = temp_socket();
+    let stream_addr = format!("unix://{}", stream_path.display());
+    let stream = Proxy::start_at(
+        &stream_addr,
+        Some(stream_path.clone()),
+        jd.socket(),
+        &[NO_DOCKER[0], NO_DOCKER[1], "--socket-mode", "0666"],
+    );
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); \
+         s.sendall(b'<30>1 2026-11-22T13:32:28Z vm 999999999999 1 999999999999 - forged 1\\n<30>1 2026-11-22T13:32:28Z vm 999999999999 1 999999999999 - forged 2\\n')",
+        stream_path.to_str().unwrap()
+    );
+    let status = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until(
+        Duration::from_secs(20),
+        "the stream lines to be refused",
+        || {
+            stream
+                .metrics()
+                .contains("log_proxy_untrusted_lines_total{uid=\"65534\"} 2")
+                .then_some(())
+        },
+    );
+    assert!(jd
+        .entries_matching(&["CONTAINER_TAG=999999999999"])
+        .is_empty());
 }
 
 #[test]
