@@ -99,6 +99,8 @@ pub struct Processor {
     /// Lines and bytes dropped per rule (`default`, `label` or a rule's name), published to
     /// the metrics once a second; owned here so the drop path takes no lock.
     rule_drops: HashMap<Arc<str>, (u64, u64)>,
+    /// `default`, allocated once: the drop path clones no string.
+    default_rule: Arc<str>,
     lookups: Option<Lookups>,
     counters: Arc<Counters>,
     writer: Arc<WriterState>,
@@ -138,6 +140,7 @@ impl Processor {
             policy,
             policies: None,
             rule_drops: HashMap::new(),
+            default_rule: "default".into(),
             lookups,
             counters,
             writer,
@@ -311,14 +314,15 @@ impl Processor {
         } else {
             container_fields(&reference, None)
         };
+        let assigned = self.policy.assign(None);
         let c = Container {
             reference,
             meta: None,
             lookup,
             retry_lookup_at: None,
             fields,
-            budget: Budget::new(self.policy.assign(None).limit),
-            rule: self.policy.assign(None).rule,
+            budget: Budget::new(assigned.limit),
+            rule: assigned.rule,
             drops: Drops::default(),
             lost_down: 0,
             last_seen: now,
@@ -368,8 +372,11 @@ impl Processor {
             self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         } else {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            let rule = c.rule.clone().unwrap_or_else(|| "default".into());
-            let t = self.rule_drops.entry(rule).or_default();
+            let rule = c.rule.as_ref().unwrap_or(&self.default_rule);
+            let t = match self.rule_drops.get_mut(rule) {
+                Some(t) => t,
+                None => self.rule_drops.entry(rule.clone()).or_default(),
+            };
             t.0 += 1;
             t.1 += msg.len() as u64;
             if let Some(n) = c.drops.record(now, msg.len() as u64) {
