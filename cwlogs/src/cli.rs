@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 A service is a log group; its tasks or containers are log streams. Credentials, region and \
 profile come from the usual AWS places (environment, ~/.aws/config, instance roles).",
     arg_required_else_help = true,
-    allow_external_subcommands = true
+    allow_external_subcommands = true,
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// Colour output: auto = only on a terminal and never when NO_COLOR is set
@@ -25,6 +26,21 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const AFTER_HELP: &str = "\
+EXIT STATUS:
+  0  done (also: --follow ended with Ctrl-C, or the output was closed)
+  1  a runtime failure (CloudWatch Logs unreachable, throttling that did not end, a request
+     that failed)
+  2  a configuration or usage error (bad flag or value, unknown command, no AWS region, no
+     AWS credentials or credentials AWS rejected, access denied)
+  130  interrupted by Ctrl-C (without --follow)
+
+ENVIRONMENT:
+  AWS_REGION, AWS_DEFAULT_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+  AWS_SESSION_TOKEN, AWS_ENDPOINT_URL
+               the standard AWS settings (flags --region, --profile, --endpoint-url win)
+  NO_COLOR     set and not empty: no colour with --color auto";
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct AwsArgs {

@@ -6,7 +6,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
@@ -37,10 +37,10 @@ pub async fn connect(args: &AwsArgs) -> Result<Client> {
     }
     let conf = loader.load().await;
     if conf.region().is_none() {
-        bail!(
+        return Err(daemon_kit::config_error(
             "no AWS region is configured: pass --region (e.g. --region us-east-1), set AWS_REGION, \
-             or set `region` in the profile in ~/.aws/config"
-        );
+             or set `region` in the profile in ~/.aws/config",
+        ));
     }
     Ok(Client::new(&conf))
 }
@@ -54,25 +54,26 @@ where
     let detail = chain(&err);
     let code = err.code().unwrap_or_default().to_string();
     match code.as_str() {
-        "AccessDeniedException" | "AccessDenied" => anyhow!(
+        // The credentials or their permissions are the operator's to fix: exit 2.
+        "AccessDeniedException" | "AccessDenied" => daemon_kit::config(anyhow!(
             "access denied while {what}: the credentials in use lack permission for it \
              (they need logs:DescribeLogGroups, logs:DescribeLogStreams and logs:FilterLogEvents); \
              check --profile / AWS_PROFILE or ask for read access to CloudWatch Logs.\n  ({})",
             err.message().unwrap_or(&code)
-        ),
+        )),
         "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException"
-        | "InvalidClientTokenId" => anyhow!(
+        | "InvalidClientTokenId" => daemon_kit::config(anyhow!(
             "AWS rejected the credentials while {what} ({code}): they are unknown, wrong or expired; \
              refresh them (e.g. `aws sso login`, or re-run under aws-vault) and try again"
-        ),
+        )),
         "ThrottlingException" => anyhow!(
             "CloudWatch Logs kept throttling while {what}, even after {MAX_ATTEMPTS} attempts; \
              retry in a moment, narrow --since/--until, or lower --parallel"
         ),
-        _ if is_credentials_missing(&detail) => anyhow!(
+        _ if is_credentials_missing(&detail) => daemon_kit::config(anyhow!(
             "no AWS credentials found while {what}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
              pass --profile NAME (or set AWS_PROFILE), or run under aws-vault / `aws sso login`"
-        ),
+        )),
         _ if matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) => anyhow!(
             "could not reach CloudWatch Logs while {what}: {detail}\n  \
              check the network, --region, and --endpoint-url / AWS_ENDPOINT_URL"

@@ -70,9 +70,11 @@ fn main() -> ExitCode {
     let code = match result {
         Some(Ok(())) => 0,
         Some(Err(e)) if output::is_closed(&e) => 0,
+        // 2 when it is the configuration's to fix. (Not folded to one line: "did you mean"
+        // lists its candidates a line each.)
         Some(Err(e)) => {
             eprintln!("cwlogs: {e:#}");
-            1
+            daemon_kit::exit::exit_code(&e) as i32
         }
         // Ctrl-C is how --follow ends, so that is success; elsewhere it is an interruption.
         None => {

@@ -741,8 +741,9 @@ fn missing_region_or_credentials_say_what_to_do() {
     base(&mut c);
     c.env_remove("AWS_REGION");
     let r = support::Run::from(c.output().unwrap());
+    // Configuration errors exit 2 (runtime failures 1): scripts and units tell them apart.
     assert!(
-        r.fails(1)
+        r.fails(2)
             .contains("no AWS region is configured: pass --region"),
         "{}",
         r.stderr
@@ -753,7 +754,25 @@ fn missing_region_or_credentials_say_what_to_do() {
     c.args(["groups", "--region", "us-east-1"]);
     let r = support::Run::from(c.output().unwrap());
     assert!(
-        r.fails(1).contains("no AWS credentials found"),
+        r.fails(2).contains("no AWS credentials found"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("could not reach"), "{}", r.stderr);
+
+    // Nothing answering (a closed loopback port) is a runtime failure: 1.
+    let mut c = Command::new(BIN);
+    base(&mut c);
+    c.args(["groups", "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", testkit::free_port()),
+        );
+    let r = support::Run::from(c.output().unwrap());
+    assert!(
+        r.fails(1).contains("could not reach CloudWatch Logs"),
         "{}",
         r.stderr
     );

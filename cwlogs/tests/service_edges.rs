@@ -238,7 +238,8 @@ fn access_denied_names_the_permissions() {
         other => panic!("unexpected operation {other}"),
     });
     let (code, out, err) = fake.cwlogs(&["fetch", "svc"]);
-    assert_eq!(code, 1, "{out}");
+    // Permissions are configuration: exit 2.
+    assert_eq!(code, 2, "{out}");
     assert!(
         err.contains("access denied while listing log groups"),
         "{err}"
