@@ -52,6 +52,15 @@ fn main() -> ExitCode {
     };
     let aws = cli.aws;
     let result = rt.block_on(async move {
+        // Installed before the work starts, and read once more when it ends: a Ctrl-C that
+        // arrives as the work completes must still end us by SIGINT, or a calling shell takes
+        // the normal exit for "handled" and its script goes on (the demo's interrupt test
+        // caught exactly that race).
+        let mut interrupt =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+                Ok(s) => s,
+                Err(e) => return Some(Err(anyhow::anyhow!("cannot handle SIGINT: {e}"))),
+            };
         let work = async {
             match cmd {
                 Command::List(a) => list::run(a, &aws).await,
@@ -60,9 +69,14 @@ fn main() -> ExitCode {
                 Command::External(_) => unreachable!("handled above"),
             }
         };
-        tokio::select! {
-            r = work => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+        let r = tokio::select! {
+            r = work => r,
+            _ = interrupt.recv() => return None,
+        };
+        use futures::FutureExt;
+        match interrupt.recv().now_or_never() {
+            Some(_) => None,
+            None => Some(r),
         }
     });
     // Don't wait for in-flight requests on the way out.
