@@ -39,6 +39,11 @@ fn main() -> ExitCode {
     let mut args = config::Args::parse();
     daemon_kit::init_tracing();
     let command = args.command.take();
+    if command.is_some() {
+        // `journal-fanout check | head` ends quietly, as other tools do.
+        // SAFETY: restoring a default signal action before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {

@@ -28,7 +28,9 @@ echo "building (release)..." >&2
 cargo build --release -p log-proxy --examples --bins >&2
 TARGET=${CARGO_TARGET_DIR:-target}/release
 LOADGEN=$TARGET/examples/loadgen
-PROXY=$TARGET/log-proxy
+# PROXY=/path/to/another/log-proxy compares a build of another commit on the same load;
+# PROXY_EXTRA="--policy FILE" adds flags to every proxy (log-proxy/bench/policy-50.toml).
+PROXY=${PROXY:-$TARGET/log-proxy}
 
 W=$(mktemp -d /tmp/log-proxy-bench.XXXXXX)
 NS=lpbench$$
@@ -104,7 +106,7 @@ start_proxy() { # start_proxy NAME JOURNAL_SOCKET ARGS... -> sets PORT_<NAME>, P
   local name=$1 js=$2; shift 2
   local port; port=$(free_port)
   "$PROXY" --syslog-address "unixgram://$W/$name.sock" --journal-socket "$js" \
-    --docker-host unix:///nonexistent --metrics-address "127.0.0.1:$port" "$@" \
+    --docker-host unix:///nonexistent --metrics-address "127.0.0.1:$port" $PROXY_EXTRA "$@" \
     >"$W/$name.log" 2>&1 &
   local pid=$!; PIDS+=("$pid")
   wait_for "log-proxy $name" metric "$port" log_proxy_received_lines_total

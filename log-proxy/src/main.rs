@@ -181,6 +181,11 @@ fn main() -> std::process::ExitCode {
         lines: given("burst").then_some(cli.opts.burst),
         interval: given("interval").then_some(cli.opts.interval),
     };
+    if cli.command.is_some() {
+        // The checks print reports: `log-proxy check | head` ends quietly, as other tools do.
+        // SAFETY: restoring a default signal action before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => {
             let file = file.or_else(|| policy_path(&cli.opts));
