@@ -143,6 +143,8 @@ pub struct WriterState {
     pub stopping: AtomicBool,
     /// Entries still held when the drain limit ran out at shutdown.
     pub lost_at_shutdown: AtomicU64,
+    /// Bytes of encoded entries held while journald is gone (`log_proxy_buffer_bytes`).
+    pub held_bytes: AtomicU64,
 }
 
 /// How long shutdown waits for an unavailable journald before giving up what it holds (and

@@ -131,9 +131,16 @@ fn run(opts: Options) -> anyhow::Result<()> {
         None => (intake::bind(&opts.syslog_address, opts.socket_mode)?, false),
     };
     let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
+    // What the systemd watchdog and /healthz check: each loop below beats, or says it waits.
+    let liveness = daemon_kit::Liveness::new();
     if let Some(addr) = opts.metrics_address.clone() {
-        let m = metrics.clone();
-        rt.block_on(daemon_kit::start_metrics(&addr, move || m.render()))?;
+        let mut registry = daemon_kit::registry("log_proxy", env!("LOGSUITE_VERSION"));
+        metrics.register(&mut registry);
+        rt.block_on(daemon_kit::start_metrics(
+            &addr,
+            Arc::new(registry),
+            liveness.clone(),
+        ))?;
     }
 
     tracing::info!(
@@ -142,8 +149,6 @@ fn run(opts: Options) -> anyhow::Result<()> {
         docker = %docker_host, limit = %limit, "listening"
     );
 
-    // What the systemd watchdog checks: each loop below beats, or says it is waiting.
-    let liveness = daemon_kit::Liveness::new();
     let writer = {
         let state = writer_state.clone();
         let alive = liveness.part("journald writer");

@@ -322,8 +322,14 @@ impl Processor {
                 .push(|out| encode_line(out, &c.fields, severity, msg));
             self.owners.push((idx, Kind::Line));
             self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .forwarded_bytes
+                .fetch_add(msg.len() as u64, Ordering::Relaxed);
         } else {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .dropped_bytes
+                .fetch_add(msg.len() as u64, Ordering::Relaxed);
             if let Some(n) = c.drops.record(now) {
                 self.notice(idx, n);
             }
