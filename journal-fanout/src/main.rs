@@ -79,10 +79,14 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // Every counter of this run; each destination's handle goes to its sink and pipeline.
     let metrics = Arc::new(Metrics::new());
+    // What the systemd watchdog and /healthz check: each reader beats, or says it waits on a
+    // destination.
+    let liveness = daemon_kit::Liveness::new();
     if let Some(addr) = config.metrics_address {
-        let m = metrics.clone();
-        daemon_kit::start_metrics(&addr.to_string(), move || m.render()).await?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        let mut registry = daemon_kit::registry("journal_fanout", env!("LOGSUITE_VERSION"));
+        metrics.register(&mut registry);
+        daemon_kit::start_metrics(&addr.to_string(), Arc::new(registry), liveness.clone()).await?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics, health at /healthz and /readyz");
     }
     // Files libsystemd cannot open it skips without a word: say so before reading.
     #[cfg(feature = "journald")]
@@ -99,8 +103,6 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         SourceKind::Stdin => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    // What the systemd watchdog checks: each reader beats, or says it waits on a destination.
-    let liveness = daemon_kit::Liveness::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let mut running = 0usize;
 
@@ -199,6 +201,16 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             if let Some(first) = journal_access {
                 spawn_journal_access_watch(&config, first, &metrics, &stop, &done_tx)?;
                 running += 1;
+            }
+            #[cfg(feature = "journald")]
+            {
+                // Backlog and lag figures: how far each destination is behind the head.
+                let (location, metrics, stop) =
+                    (config.journal.clone(), metrics.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("journal-head".into())
+                    .spawn(move || source::journald::watch_head(&location, &metrics, &stop))
+                    .context("cannot start the journal head thread")?;
             }
             #[cfg(not(feature = "journald"))]
             anyhow::bail!(

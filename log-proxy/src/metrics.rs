@@ -102,19 +102,77 @@ impl Collector for Collect {
         counter(e, "log_proxy_truncated_lines", "Received messages longer than the receive limit, cut to it (also counted as received).", None, g(&m.intake.truncated))?;
         counter(e, "log_proxy_forwarded_lines", "Received lines admitted by the per-container rate limit and queued for journald; drop notices are not included (log_proxy_notices_total).", None, g(&c.forwarded))?;
         counter(e, "log_proxy_forwarded", "Message bytes (the MESSAGE field, without the fields log-proxy adds) of the forwarded lines.", Some(&Unit::Bytes), g(&c.forwarded_bytes))?;
-        counter(e, "log_proxy_written_entries", "Entries journald accepted: forwarded lines and notices, less those lost or refused.", None, g(&m.writer.written))?;
-        counter(e, "log_proxy_dropped_lines", "Received lines dropped by the per-container rate limits.", None, g(&c.rate_limited))?;
-        counter(e, "log_proxy_dropped", "Message bytes of the lines dropped by the rate limits.", Some(&Unit::Bytes), g(&c.dropped_bytes))?;
+        counter(
+            e,
+            "log_proxy_written_entries",
+            "Entries journald accepted: forwarded lines and notices, less those lost or refused.",
+            None,
+            g(&m.writer.written),
+        )?;
+        counter(
+            e,
+            "log_proxy_dropped_lines",
+            "Received lines dropped by the per-container rate limits.",
+            None,
+            g(&c.rate_limited),
+        )?;
+        counter(
+            e,
+            "log_proxy_dropped",
+            "Message bytes of the lines dropped by the rate limits.",
+            Some(&Unit::Bytes),
+            g(&c.dropped_bytes),
+        )?;
         counter(e, "log_proxy_unparsable_lines", "Received messages that were not syslog, forwarded (or dropped) raw under the shared key; a subset of received.", None, g(&c.unparsable))?;
-        counter(e, "log_proxy_docker_lookup_failures", "Container lookups that failed (the container's lines go on with tag fields only).", None, g(&c.docker_lookup_failures))?;
-        counter(e, "log_proxy_journal_retries", "Sends to journald retried because it was unavailable.", None, g(&m.writer.retries))?;
+        counter(
+            e,
+            "log_proxy_docker_lookup_failures",
+            "Container lookups that failed (the container's lines go on with tag fields only).",
+            None,
+            g(&c.docker_lookup_failures),
+        )?;
+        counter(
+            e,
+            "log_proxy_journal_retries",
+            "Sends to journald retried because it was unavailable.",
+            None,
+            g(&m.writer.retries),
+        )?;
         counter(e, "log_proxy_journal_lost_lines", "Forwarded lines lost because journald was unavailable longer than the buffer lasts, or at shutdown.", None, g(&c.lost_journald_down) + g(&m.writer.lost_at_shutdown))?;
-        counter(e, "log_proxy_journal_refused", "Entries journald refused outright.", None, g(&m.writer.refused))?;
-        counter(e, "log_proxy_notices", "Rate-limit drop notices written into containers' logs.", None, g(&c.notices))?;
-        gauge(e, "log_proxy_containers", "Containers (and the shared key for untagged lines) currently tracked.", None, g(&c.containers) as i64)?;
-        gauge(e, "log_proxy_buffer", "Encoded entries held in memory while journald is unavailable.", Some(&Unit::Bytes), g(&m.writer.held_bytes) as i64)?;
+        counter(
+            e,
+            "log_proxy_journal_refused",
+            "Entries journald refused outright.",
+            None,
+            g(&m.writer.refused),
+        )?;
+        counter(
+            e,
+            "log_proxy_notices",
+            "Rate-limit drop notices written into containers' logs.",
+            None,
+            g(&c.notices),
+        )?;
+        gauge(
+            e,
+            "log_proxy_containers",
+            "Containers (and the shared key for untagged lines) currently tracked.",
+            None,
+            g(&c.containers) as i64,
+        )?;
+        gauge(
+            e,
+            "log_proxy_buffer",
+            "Encoded entries held in memory while journald is unavailable.",
+            Some(&Unit::Bytes),
+            g(&m.writer.held_bytes) as i64,
+        )?;
 
-        let top = c.top_dropped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let top = c
+            .top_dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut f = e.encode_descriptor(
             "log_proxy_container_dropped_lines",
             "Lines dropped by the rate limit per container: the 50 that dropped most by id and name, the rest summed as container_name=\"other\".",
@@ -124,7 +182,10 @@ impl Collector for Collect {
         let mut listed = 0;
         for (id, name, n) in top.iter().take(TOP_CONTAINERS) {
             listed += n;
-            let labels = [("container_id", id.as_str()), ("container_name", name.as_str())];
+            let labels = [
+                ("container_id", id.as_str()),
+                ("container_name", name.as_str()),
+            ];
             ConstCounter::new(*n).encode(f.encode_family(&labels)?)?;
         }
         let other = g(&c.rate_limited).saturating_sub(listed);

@@ -238,7 +238,10 @@ mod tests {
         let l = Liveness::new();
         l.set_limit(Duration::from_millis(300));
         let writer = l.part("journald writer");
-        assert_eq!(answer("GET /readyz HTTP/1.1", &registry, &l).0, "503 Service Unavailable");
+        assert_eq!(
+            answer("GET /readyz HTTP/1.1", &registry, &l).0,
+            "503 Service Unavailable"
+        );
         l.set_ready();
         assert_eq!(answer("GET /readyz HTTP/1.1", &registry, &l).0, "200 OK");
         assert_eq!(answer("GET /healthz HTTP/1.1", &registry, &l).0, "200 OK");
@@ -248,7 +251,10 @@ mod tests {
         assert!(body.contains("journald writer"), "{body}");
         writer.beat();
         assert_eq!(answer("GET /healthz HTTP/1.1", &registry, &l).0, "200 OK");
-        assert_eq!(answer("GET /health HTTP/1.1", &registry, &l).0, "404 Not Found");
+        assert_eq!(
+            answer("GET /health HTTP/1.1", &registry, &l).0,
+            "404 Not Found"
+        );
         let (status, kind, body) = answer("GET /metrics HTTP/1.1", &registry, &l);
         assert_eq!((status, kind), ("200 OK", OPENMETRICS));
         assert!(body.contains("t_build_info"), "{body}");

@@ -20,7 +20,10 @@ pub fn registry(prefix: &str, version: &str) -> Registry {
     r.register(
         format!("{prefix}_build"),
         "Always 1; the labels name the program's version and the git revision it was built from.",
-        Info::new(vec![("version".to_string(), v), ("revision".to_string(), rev)]),
+        Info::new(vec![
+            ("version".to_string(), v),
+            ("revision".to_string(), rev),
+        ]),
     );
     r.register_collector(Box::new(ProcessCollector));
     r
@@ -139,9 +142,7 @@ mod tests {
     fn build_info_and_process_figures_are_exported() {
         let text = encode(&registry("log_proxy", "0.1.0 (rev 1a2b3c4d5e6f)"));
         assert!(
-            text.contains(
-                "log_proxy_build_info{version=\"0.1.0\",revision=\"1a2b3c4d5e6f\"} 1"
-            ),
+            text.contains("log_proxy_build_info{version=\"0.1.0\",revision=\"1a2b3c4d5e6f\"} 1"),
             "{text}"
         );
         for name in [
