@@ -98,6 +98,12 @@ pub fn read_loop(
             }
             Read::Idle => {
                 alive.beat();
+                // Caught up after entries that were all skipped: pass their position on, so
+                // the saved cursor and the backlog figure do not stay behind them.
+                if b.records.is_empty() && b.skipped > 0 {
+                    b.flush(src, outputs, alive)?;
+                    continue;
+                }
                 match b.due_in() {
                     Some(d) if d.is_zero() => b.flush(src, outputs, alive)?,
                     Some(d) => src.wait(d.min(POLL))?,
