@@ -254,7 +254,7 @@ impl Collector for Collect {
             {
                 continue;
             }
-            let mut f = e.encode_descriptor(name, help, unit.as_ref(), kind.clone())?;
+            let mut f = e.encode_descriptor(name, help, unit.as_ref(), *kind)?;
             for d in &dests {
                 let labels = [("destination", d.name)];
                 let fe = f.encode_family(&labels)?;

@@ -214,6 +214,8 @@ impl LogProxy {
             .arg(journal_socket)
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
+            // A small limit, so some lines are dropped and the drop figures move.
+            .args(["--burst", "20", "--interval", "1h"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -223,6 +225,18 @@ impl LogProxy {
             child,
             metrics_port,
             _dir: dir,
+        }
+    }
+}
+
+impl LogProxy {
+    /// `n` syslog lines from container `tag`, as Docker's syslog driver sends them.
+    fn send(&self, tag: &str, n: usize) {
+        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        for i in 0..n {
+            let d = format!("<30>1 2026-11-22T13:32:28.396128Z vm {tag} 3076 {tag} - line {i}\n");
+            s.send_to(d.as_bytes(), self._dir.path().join("proxy.sock"))
+                .expect("send to log-proxy");
         }
     }
 }
@@ -298,7 +312,18 @@ fn outage_backlog_and_lag_are_measured_and_prometheus_fires_then_resolves_the_la
     };
     let series = |name: &str| format!("journal_fanout_{name}{{destination=\"loggly\"}}");
 
-    // A delivered entry first: the position the backlog is counted from.
+    let run_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // Traffic through log-proxy (some of it over its limit), shipped before the outage.
+    proxy.send("0123456789ab", 100);
+    wait_until(WAIT, "log-proxy to drop over its limit", || {
+        let (_, t) = get(proxy.metrics_port, "/metrics")?;
+        (value(&t, "log_proxy_dropped_lines_total")? > 0.0).then_some(())
+    });
+
+    // A delivered entry: the position the backlog is counted from.
     write_entries(j.socket(), [container_line("web", "shop", "n=warmup")]);
     wait_until(WAIT, "the warm-up entry at the receiver", || {
         (lg.event_count() >= 1).then_some(())
@@ -399,6 +424,22 @@ fn outage_backlog_and_lag_are_measured_and_prometheus_fires_then_resolves_the_la
     wait_until(WAIT, "Prometheus to resolve JournalFanoutLagHigh", || {
         prom.alert("JournalFanoutLagHigh").is_none().then_some(())
     });
+
+    // The dashboard's picture from this run's data (docs/deploy.md), when asked for.
+    if let Ok(out) = std::env::var("LOGSUITE_DASHBOARD_PNG") {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let st = Command::new("python3")
+            .arg(repo_file("scripts/render-dashboard.py"))
+            .args(["--prometheus", &format!("http://127.0.0.1:{}", prom.port)])
+            .args(["--start", &run_start.to_string(), "--end", &end.to_string()])
+            .args(["--out", &out])
+            .status()
+            .expect("run scripts/render-dashboard.py (needs python3-matplotlib)");
+        assert!(st.success(), "scripts/render-dashboard.py failed");
+    }
 
     // The counters add up: every entry read was skipped or delivered (no notices here).
     let t = scrape();
