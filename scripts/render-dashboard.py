@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Render deploy/grafana/logsuite.json's panels to a PNG from a Prometheus server's data.
 
 Grafana cannot run on the build machine, so this draws each panel's queries (the same PromQL,

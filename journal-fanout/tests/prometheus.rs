@@ -316,6 +316,9 @@ fn outage_backlog_and_lag_are_measured_and_prometheus_fires_then_resolves_the_la
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
+    wait_until(WAIT, "Prometheus to scrape both daemons", || {
+        (prom.query("up%3D%3D1").len() == 2).then_some(())
+    });
     // Traffic through log-proxy (some of it over its limit), shipped before the outage.
     proxy.send("0123456789ab", 100);
     wait_until(WAIT, "log-proxy to drop over its limit", || {
@@ -431,7 +434,8 @@ fn outage_backlog_and_lag_are_measured_and_prometheus_fires_then_resolves_the_la
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        let st = Command::new("python3")
+        // Debian's python3, which python3-matplotlib installs into (a pyenv may shadow it).
+        let st = Command::new("/usr/bin/python3")
             .arg(repo_file("scripts/render-dashboard.py"))
             .args(["--prometheus", &format!("http://127.0.0.1:{}", prom.port)])
             .args(["--start", &run_start.to_string(), "--end", &end.to_string()])
