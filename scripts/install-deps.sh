@@ -22,7 +22,7 @@ done
 
 VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
 PKGS=(docker.io busybox-static libsystemd-dev pkg-config systemd rsyslog hyperfine time python3-venv python3-pip openssl curl ca-certificates
-      debootstrap binutils strace zsh fish man-db)
+      debootstrap binutils strace zsh fish man-db prometheus python3-matplotlib)
 
 missing=()
 for p in "${PKGS[@]}"; do

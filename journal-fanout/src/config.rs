@@ -97,7 +97,7 @@ pub struct Args {
     #[arg(long, env = "JOURNAL_FANOUT_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics.
+    /// Serve OpenMetrics at http://ADDR/metrics, health at /healthz (503 names a stalled part) and /readyz.
     #[arg(long, env = "JOURNAL_FANOUT_METRICS_ADDRESS")]
     pub metrics_address: Option<SocketAddr>,
 

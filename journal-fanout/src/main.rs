@@ -86,16 +86,18 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let mut signals = daemon_kit::Signals::install()?;
     // Every counter of this run; each destination's handle goes to its sink and pipeline.
     let metrics = Arc::new(Metrics::new());
+    // What the systemd watchdog and /healthz check: each reader beats, or says it waits on a
+    // destination.
+    let liveness = daemon_kit::Liveness::new();
     if let Some(addr) = config.metrics_address {
-        let m = metrics.clone();
-        daemon_kit::start_metrics(&addr.to_string(), move || m.render())
+        let mut registry = daemon_kit::registry("journal_fanout", env!("LOGSUITE_VERSION"));
+        metrics.register(&mut registry);
+        daemon_kit::start_metrics(&addr.to_string(), Arc::new(registry), liveness.clone())
             .await
             .map_err(daemon_kit::config)?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics, health at /healthz and /readyz");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    // What the systemd watchdog checks: each reader beats, or says it waits on a destination.
-    let liveness = daemon_kit::Liveness::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let mut running = 0usize;
 
@@ -212,6 +214,16 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             if let Some(first) = journal_access {
                 spawn_journal_access_watch(&config, first, &metrics, &stop, &done_tx)?;
                 running += 1;
+            }
+            #[cfg(feature = "journald")]
+            {
+                // Backlog and lag figures: how far each destination is behind the head.
+                let (location, metrics, stop) =
+                    (config.journal.clone(), metrics.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("journal-head".into())
+                    .spawn(move || source::journald::watch_head(&location, &metrics, &stop))
+                    .context("cannot start the journal head thread")?;
             }
             #[cfg(not(feature = "journald"))]
             anyhow::bail!(

@@ -98,6 +98,12 @@ pub fn read_loop(
             }
             Read::Idle => {
                 alive.beat();
+                // Caught up after entries that were all skipped: pass their position on, so
+                // the saved cursor and the backlog figure do not stay behind them.
+                if b.records.is_empty() && b.skipped > 0 {
+                    b.flush(src, outputs, alive)?;
+                    continue;
+                }
                 match b.due_in() {
                     Some(d) if d.is_zero() => b.flush(src, outputs, alive)?,
                     Some(d) => src.wait(d.min(POLL))?,
@@ -302,6 +308,15 @@ pub async fn deliver_loop<S: Sink>(
     while let Some(batch) = rx.recv().await {
         if !batch.records.is_empty() {
             let n = batch.records.len() as u64;
+            // Bytes per group, summed here so the counters take one lock per batch.
+            let mut per_group: Vec<(String, u64)> = Vec::new();
+            for r in &batch.records {
+                let len = r.event.message.len() as u64;
+                match per_group.iter_mut().find(|(g, _)| *g == r.group) {
+                    Some((_, b)) => *b += len,
+                    None => per_group.push((r.group.clone(), len)),
+                }
+            }
             let outcome = sink
                 .deliver(batch.records)
                 .await
@@ -309,6 +324,8 @@ pub async fn deliver_loop<S: Sink>(
             let rejected: u64 = outcome.rejected.iter().map(|r| r.count as u64).sum();
             add(&m.events_delivered, n.saturating_sub(rejected));
             add(&m.batches_delivered, 1);
+            // Refused events' bytes stay in (an estimate; they are counted in events_rejected).
+            m.delivered(per_group.iter().map(|(g, b)| (g.as_str(), *b)));
             if rejected > 0 {
                 add(&m.events_rejected, rejected);
                 let notices = outcome
@@ -346,6 +363,9 @@ pub async fn deliver_loop<S: Sink>(
                     );
                 }
             }
+        }
+        if let Some(cursor) = &batch.cursor {
+            m.delivered_up_to(cursor);
         }
         if let (Some(cursor), Some(cp)) = (&batch.cursor, &checkpoint) {
             cp.save(cursor)?;

@@ -340,10 +340,17 @@ fn run(opts: Options, over: Overrides) -> anyhow::Result<()> {
         tracing::warn!(socket = %opts.journal_socket.display(), "journald socket does not exist yet; lines will be held and retried until it appears");
     }
     let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
+    // What the systemd watchdog and /healthz check: each loop below beats, or says it waits.
+    let liveness = daemon_kit::Liveness::new();
     if let Some(addr) = opts.metrics_address.clone() {
-        let m = metrics.clone();
-        rt.block_on(daemon_kit::start_metrics(&addr, move || m.render()))
-            .map_err(daemon_kit::config)?;
+        let mut registry = daemon_kit::registry("log_proxy", env!("LOGSUITE_VERSION"));
+        metrics.register(&mut registry);
+        rt.block_on(daemon_kit::start_metrics(
+            &addr,
+            Arc::new(registry),
+            liveness.clone(),
+        ))
+        .map_err(daemon_kit::config)?;
     }
 
     tracing::info!(
@@ -355,8 +362,6 @@ fn run(opts: Options, over: Overrides) -> anyhow::Result<()> {
         journal_buffer = opts.journal_buffer, "listening"
     );
 
-    // What the systemd watchdog checks: each loop below beats, or says it is waiting.
-    let liveness = daemon_kit::Liveness::new();
     let writer = {
         let state = writer_state.clone();
         let alive = liveness.part("journald writer");

@@ -370,8 +370,14 @@ impl Processor {
                 .push(|out| encode_line(out, &c.fields, severity, msg));
             self.owners.push((idx, Kind::Line));
             self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .forwarded_bytes
+                .fetch_add(msg.len() as u64, Ordering::Relaxed);
         } else {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .dropped_bytes
+                .fetch_add(msg.len() as u64, Ordering::Relaxed);
             let rule = c.rule.as_ref().unwrap_or(&self.default_rule);
             let t = match self.rule_drops.get_mut(rule) {
                 Some(t) => t,

@@ -301,6 +301,22 @@ fn sigterm_drains_flushes_and_removes_the_socket() {
     wait_until(Duration::from_secs(10), "lines received", || {
         (proxy.metric("log_proxy_received_lines_total") >= 50).then_some(())
     });
+    // The counters add up: every received line was forwarded or dropped, bytes likewise
+    // (messages "0".."49": the 5 admitted are 1 byte each, the 45 dropped 5 + 40 * 2).
+    wait_until(
+        Duration::from_secs(10),
+        "every line forwarded or dropped",
+        || {
+            (proxy.metric("log_proxy_forwarded_lines_total")
+                + proxy.metric("log_proxy_dropped_lines_total")
+                == 50)
+                .then_some(())
+        },
+    );
+    assert_eq!(proxy.metric("log_proxy_received_lines_total"), 50);
+    assert_eq!(proxy.metric("log_proxy_forwarded_lines_total"), 5);
+    assert_eq!(proxy.metric("log_proxy_forwarded_bytes_total"), 5);
+    assert_eq!(proxy.metric("log_proxy_dropped_bytes_total"), 85);
     assert_eq!(
         proxy.terminate(),
         0,

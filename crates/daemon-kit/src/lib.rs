@@ -17,7 +17,11 @@ pub mod exit;
 pub mod hostcheck;
 mod liveness;
 pub use exit::{config, config_error, ConfigError};
+mod metrics;
 pub use liveness::{Liveness, Part, Stalled};
+pub use metrics::{encode, registry, ProcessCollector};
+/// The metrics crate the daemons register their figures with (one registry per process).
+pub use prometheus_client;
 
 /// `info`, except the AWS SDK's own chatter: its credential and region providers warn at
 /// length (IMDS retries) before the one error the program itself reports.
@@ -45,6 +49,7 @@ pub fn init_tracing() {
 /// names the part, and systemd restarts the service once the interval runs out.
 pub fn notify_ready(liveness: Liveness) -> Watchdog {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    liveness.set_ready();
     let watchdog = Watchdog {
         stopping: Arc::new(AtomicBool::new(false)),
     };
@@ -52,6 +57,7 @@ pub fn notify_ready(liveness: Liveness) -> Watchdog {
     if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
         let period = Duration::from_micros(usec / 2);
         let limit = period.max(MIN_STALL);
+        liveness.set_limit(limit);
         let stopping = watchdog.stopping.clone();
         std::thread::Builder::new()
             .name("watchdog".into())
@@ -97,14 +103,17 @@ impl Watchdog {
 /// counts, however short `WatchdogSec=` is.
 pub const MIN_STALL: Duration = Duration::from_secs(5);
 
-/// Serve Prometheus text exposition at `GET /metrics` on `addr` in the background of the
-/// current tokio runtime; `render` produces the body, any other path answers 404. The address
-/// is bound before this returns, so a bad or taken `--metrics-address` fails at start; a
-/// later failure of the endpoint is logged (the daemon goes on without it).
-pub async fn start_metrics<F>(addr: &str, render: F) -> anyhow::Result<()>
-where
-    F: Fn() -> String + Send + Sync + 'static,
-{
+/// Serve the registry's OpenMetrics text at `GET /metrics` on `addr` in the background of the
+/// current tokio runtime, with `GET /healthz` (200 while every watched part of `liveness`
+/// beats or idles, 503 naming the stalled ones: what the watchdog judges) and `GET /readyz`
+/// (200 once the daemon called [`notify_ready`], 503 before); any other path answers 404. The
+/// address is bound before this returns, so a bad or taken `--metrics-address` fails at
+/// start; a later failure of the endpoint is logged (the daemon goes on without it).
+pub async fn start_metrics(
+    addr: &str,
+    registry: Arc<prometheus_client::registry::Registry>,
+    liveness: Liveness,
+) -> anyhow::Result<()> {
     let parsed: SocketAddr = addr.parse().with_context(|| {
         format!("--metrics-address {addr:?} is not HOST:PORT (e.g. 127.0.0.1:9102)")
     })?;
@@ -112,23 +121,68 @@ where
         .await
         .with_context(|| format!("cannot listen for metrics on {parsed}"))?;
     tokio::spawn(async move {
-        if let Err(e) = serve_metrics_on(listener, render).await {
+        if let Err(e) = serve_metrics_on(listener, registry, liveness).await {
             tracing::error!("the metrics endpoint on {parsed} stopped: {e:#}");
         }
     });
     Ok(())
 }
 
-async fn serve_metrics_on<F>(listener: TcpListener, render: F) -> anyhow::Result<()>
-where
-    F: Fn() -> String + Send + Sync + 'static,
-{
-    let render = Arc::new(render);
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The answer to one request head: status, content type, body.
+fn answer(
+    head: &str,
+    registry: &prometheus_client::registry::Registry,
+    liveness: &Liveness,
+) -> (&'static str, &'static str, String) {
+    let path = head
+        .strip_prefix("GET ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("");
+    match path {
+        "/metrics" => ("200 OK", OPENMETRICS, encode(registry)),
+        "/healthz" => {
+            let stalled = liveness.stalled(liveness.limit());
+            if stalled.is_empty() {
+                ("200 OK", TEXT, "ok\n".to_string())
+            } else {
+                let names: Vec<String> = stalled
+                    .iter()
+                    .map(|s| format!("{} (no progress for {:.1?})", s.name, s.for_))
+                    .collect();
+                (
+                    "503 Service Unavailable",
+                    TEXT,
+                    format!("stalled: {}\n", names.join(", ")),
+                )
+            }
+        }
+        "/readyz" if liveness.is_ready() => ("200 OK", TEXT, "ready\n".to_string()),
+        "/readyz" => (
+            "503 Service Unavailable",
+            TEXT,
+            "starting: not listening yet\n".to_string(),
+        ),
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "not found: metrics are at /metrics, health at /healthz and /readyz\n".to_string(),
+        ),
+    }
+}
+
+async fn serve_metrics_on(
+    listener: TcpListener,
+    registry: Arc<prometheus_client::registry::Registry>,
+    liveness: Liveness,
+) -> anyhow::Result<()> {
     loop {
         let (mut conn, _) = listener.accept().await?;
-        let render = render.clone();
+        let (registry, liveness) = (registry.clone(), liveness.clone());
         tokio::spawn(async move {
-            // A metrics scrape is one small GET; read the head, answer, close.
+            // A scrape or probe is one small GET; read the head, answer, close.
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
             while n < buf.len() {
@@ -143,16 +197,9 @@ where
                 }
             }
             let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                ("200 OK", render())
-            } else {
-                (
-                    "404 Not Found",
-                    "not found: metrics are at /metrics\n".to_string(),
-                )
-            };
+            let (status, kind, body) = answer(&head, &registry, &liveness);
             let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = conn.write_all(resp.as_bytes()).await;
@@ -214,4 +261,37 @@ where
                 .block_on(fut)
         })
         .expect("spawn runtime thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_names_the_stalled_part_and_recovers_readyz_follows_readiness() {
+        let registry = registry("t", "0.1.0 (rev x)");
+        let l = Liveness::new();
+        l.set_limit(Duration::from_millis(300));
+        let writer = l.part("journald writer");
+        assert_eq!(
+            answer("GET /readyz HTTP/1.1", &registry, &l).0,
+            "503 Service Unavailable"
+        );
+        l.set_ready();
+        assert_eq!(answer("GET /readyz HTTP/1.1", &registry, &l).0, "200 OK");
+        assert_eq!(answer("GET /healthz HTTP/1.1", &registry, &l).0, "200 OK");
+        std::thread::sleep(Duration::from_millis(700));
+        let (status, _, body) = answer("GET /healthz HTTP/1.1", &registry, &l);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("journald writer"), "{body}");
+        writer.beat();
+        assert_eq!(answer("GET /healthz HTTP/1.1", &registry, &l).0, "200 OK");
+        assert_eq!(
+            answer("GET /health HTTP/1.1", &registry, &l).0,
+            "404 Not Found"
+        );
+        let (status, kind, body) = answer("GET /metrics HTTP/1.1", &registry, &l);
+        assert_eq!((status, kind), ("200 OK", OPENMETRICS));
+        assert!(body.contains("t_build_info"), "{body}");
+    }
 }

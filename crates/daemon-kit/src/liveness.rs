@@ -22,6 +22,11 @@ pub struct Liveness {
 struct Inner {
     epoch: Instant,
     parts: Mutex<Vec<Arc<Shared>>>,
+    /// The daemon said it is ready (listening; every destination started).
+    ready: AtomicBool,
+    /// Stall limit in milliseconds that `/healthz` judges by: the watchdog's when systemd
+    /// set one, else [`crate::MIN_STALL`].
+    limit_ms: AtomicU64,
 }
 
 struct Shared {
@@ -62,6 +67,8 @@ impl Liveness {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
                 parts: Mutex::new(Vec::new()),
+                ready: AtomicBool::new(false),
+                limit_ms: AtomicU64::new(crate::MIN_STALL.as_millis() as u64),
             }),
         }
     }
@@ -79,6 +86,27 @@ impl Liveness {
             shared,
             inner: self.inner.clone(),
         }
+    }
+
+    /// Mark the daemon ready (what `/readyz` answers); [`crate::notify_ready`] does this.
+    pub fn set_ready(&self) {
+        self.inner.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the daemon has said it is ready.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Relaxed)
+    }
+
+    /// The stall limit that health checks use (the watchdog's own once it runs).
+    pub fn limit(&self) -> Duration {
+        Duration::from_millis(self.inner.limit_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_limit(&self, limit: Duration) {
+        self.inner
+            .limit_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The parts that have neither beaten nor been idle for longer than `limit`, longest

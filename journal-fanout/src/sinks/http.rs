@@ -70,7 +70,13 @@ impl Http {
     ) -> Result<Answer> {
         let mut attempt = 0u32;
         loop {
-            let wait = match build(&self.client).send().await {
+            let started = std::time::Instant::now();
+            let sent = build(&self.client).send().await;
+            self.metrics.request(
+                started,
+                sent.as_ref().is_ok_and(|r| r.status().is_success()),
+            );
+            let wait = match sent {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = retry_after(&resp);

@@ -66,7 +66,10 @@ impl SyslogTls {
     pub async fn send(&mut self, frames: &[u8]) -> Result<()> {
         let mut attempt = 0u32;
         loop {
-            match self.try_send(frames).await {
+            let started = std::time::Instant::now();
+            let sent = self.try_send(frames).await;
+            self.metrics.request(started, sent.is_ok());
+            match sent {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     self.conn = None;

@@ -258,6 +258,51 @@ impl Source for JournaldSource {
     }
 }
 
+/// How often [`watch_head`] looks at the journal's newest entry.
+pub const HEAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Until `stop`: every [`HEAD_EVERY`], find the journal's newest entry and set each
+/// destination's backlog to the entries between its last delivered one and that (from their
+/// sequence numbers: an estimate that counts entries of every kind). The journal is opened
+/// afresh each time, so rotated and new files are always seen.
+pub fn watch_head(
+    location: &JournalLocation,
+    metrics: &crate::metrics::Metrics,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(head) = head_position(location) {
+            for d in metrics.destinations() {
+                let Some(at) = d.delivered_cursor().and_then(|c| Position::parse(&c)) else {
+                    continue;
+                };
+                // Another sequence (a journal replaced): the distance is not known.
+                if at.seqnum_id != head.seqnum_id {
+                    continue;
+                }
+                d.backlog
+                    .store(head.seqnum.saturating_sub(at.seqnum), Ordering::Relaxed);
+                d.backlog_known.store(true, Ordering::Relaxed);
+            }
+        }
+        let until = std::time::Instant::now() + HEAD_EVERY;
+        while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The position of the newest entry of the journal at `location`, if it can be read.
+fn head_position(location: &JournalLocation) -> Option<Position> {
+    let mut j = open(location).ok()?;
+    j.seek_tail().ok()?;
+    if j.previous().ok()? == 0 {
+        return None;
+    }
+    Position::parse(&j.cursor().ok()?)
+}
+
 /// Open the journal at `location` for reading whole fields.
 fn open(location: &JournalLocation) -> anyhow::Result<Journal> {
     let mut journal = match location {

@@ -83,7 +83,10 @@ impl CloudWatchSink {
         let mut backoff = Backoff::new();
         let mut created = false;
         loop {
-            let failure = match service::put(&self.client, group, stream, events).await {
+            let started = std::time::Instant::now();
+            let put = service::put(&self.client, group, stream, events).await;
+            self.metrics.request(started, put.is_ok());
+            let failure = match put {
                 Ok(ranges) => return Ok(rejections(group, stream, events, ranges)),
                 // Still missing right after creating it (deleted meanwhile, or the service
                 // is slow to show it): create again, but not in a tight loop.
