@@ -37,6 +37,9 @@ const HELD_BATCH: usize = 256;
 const WRITER_WAIT: Duration = Duration::from_millis(100);
 /// `--journal-buffer`'s default: 64 MiB of encoded entries, about 200,000 Docker lines.
 pub const DEFAULT_BUFFER_BYTES: u64 = 64 * 1024 * 1024;
+/// The writer's queue while journald is there but slower than the senders (about what the
+/// 128-batch queue held before the buffer was sized in bytes).
+const UP_QUEUE_BYTES: u64 = 2 * 1024 * 1024;
 
 enum Lookup {
     Pending { since: Instant, queue: Queue },
@@ -76,6 +79,8 @@ struct Container {
     budget: Budget,
     /// The policy rule that chose the budget (`None`: the defaults).
     rule: Option<Arc<str>>,
+    /// Its entry in the processor's per-rule drop counts.
+    rule_slot: usize,
     drops: Drops,
     /// Lines lost while journald was unavailable and the buffer was full; reported when back.
     lost_down: u64,
@@ -98,9 +103,8 @@ pub struct Processor {
     policies: Option<Receiver<Arc<Policy>>>,
     /// Lines and bytes dropped per rule (`default`, `label` or a rule's name), published to
     /// the metrics once a second; owned here so the drop path takes no lock.
-    rule_drops: HashMap<Arc<str>, (u64, u64)>,
-    /// `default`, allocated once: the drop path clones no string.
-    default_rule: Arc<str>,
+    /// indexed by a container's `rule_slot`: the drop path neither hashes nor allocates.
+    rule_drops: Vec<(Arc<str>, u64, u64)>,
     lookups: Option<Lookups>,
     counters: Arc<Counters>,
     writer: Arc<WriterState>,
@@ -139,8 +143,7 @@ impl Processor {
         Processor {
             policy,
             policies: None,
-            rule_drops: HashMap::new(),
-            default_rule: "default".into(),
+            rule_drops: vec![("default".into(), 0, 0)],
             lookups,
             counters,
             writer,
@@ -322,6 +325,7 @@ impl Processor {
             retry_lookup_at: None,
             fields,
             budget: Budget::new(assigned.limit),
+            rule_slot: rule_slot(&mut self.rule_drops, assigned.rule.as_deref()),
             rule: assigned.rule,
             drops: Drops::default(),
             lost_down: 0,
@@ -378,13 +382,9 @@ impl Processor {
             self.counters
                 .dropped_bytes
                 .fetch_add(msg.len() as u64, Ordering::Relaxed);
-            let rule = c.rule.as_ref().unwrap_or(&self.default_rule);
-            let t = match self.rule_drops.get_mut(rule) {
-                Some(t) => t,
-                None => self.rule_drops.entry(rule.clone()).or_default(),
-            };
-            t.0 += 1;
-            t.1 += msg.len() as u64;
+            let t = &mut self.rule_drops[c.rule_slot];
+            t.1 += 1;
+            t.2 += msg.len() as u64;
             if let Some(n) = c.drops.record(now, msg.len() as u64) {
                 self.notice(idx, n);
             }
@@ -425,6 +425,7 @@ impl Processor {
                 c.budget = Budget::moved(a.limit, c.drops.active());
                 moved += 1;
             }
+            c.rule_slot = rule_slot(&mut self.rule_drops, a.rule.as_deref());
             c.rule = a.rule;
         }
         tracing::info!(
@@ -525,6 +526,7 @@ impl Processor {
             if a.limit != c.budget.limit() {
                 c.budget = Budget::new(a.limit);
             }
+            c.rule_slot = rule_slot(&mut self.rule_drops, a.rule.as_deref());
             c.rule = a.rule;
             c.meta = Some(m);
             c.retry_lookup_at = None;
@@ -627,7 +629,15 @@ impl Processor {
         let bytes = batch.bytes() as u64;
         loop {
             let up = self.writer.up.load(Ordering::Relaxed);
-            if self.writer.admit(bytes, self.buffer_bytes) {
+            // While journald takes entries, a short queue: back-pressure reaches Docker
+            // early and memory stays small. Only while it is gone does the queue grow to the
+            // whole outage buffer.
+            let limit = if up {
+                self.buffer_bytes.min(UP_QUEUE_BYTES)
+            } else {
+                self.buffer_bytes
+            };
+            if self.writer.admit(bytes, limit) {
                 self.writer.in_flight.fetch_add(1, Ordering::AcqRel);
                 if self.out.send(batch).is_err() {
                     self.writer.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -707,10 +717,10 @@ impl Processor {
         top.sort_by_key(|t| std::cmp::Reverse(t.2));
         top.truncate(50);
         *self.counters.top_dropped.lock().unwrap() = top;
-        if !self.rule_drops.is_empty() {
+        {
             let mut r = self.counters.rule_dropped.lock().unwrap();
-            for (rule, v) in &self.rule_drops {
-                r.insert(rule.to_string(), *v);
+            for (rule, lines, bytes) in self.rule_drops.iter().filter(|t| t.1 > 0) {
+                r.insert(rule.to_string(), (*lines, *bytes));
             }
         }
     }
@@ -741,6 +751,19 @@ impl Processor {
         }
         self.flush();
         self.publish();
+    }
+}
+
+/// The entry of `rule` (`None`: `default`) in the per-rule drop counts, added on first use.
+/// Called when a budget is assigned, never per line; rules are few.
+fn rule_slot(drops: &mut Vec<(Arc<str>, u64, u64)>, rule: Option<&str>) -> usize {
+    let name = rule.unwrap_or("default");
+    match drops.iter().position(|(r, _, _)| &**r == name) {
+        Some(i) => i,
+        None => {
+            drops.push((name.into(), 0, 0));
+            drops.len() - 1
+        }
     }
 }
 
