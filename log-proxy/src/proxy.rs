@@ -418,6 +418,9 @@ impl Processor {
     /// spent, so a reload never lets a flood through. Between two lines: none is lost or
     /// reordered.
     fn apply(&mut self, policy: Arc<Policy>) {
+        // The file was read and checked on the runtime thread; this is all the processor
+        // pauses for, and the log says how long.
+        let started = Instant::now();
         let mut moved = 0;
         for c in self.slots.iter_mut().flatten() {
             let a = policy.assign(c.meta.as_deref());
@@ -434,6 +437,7 @@ impl Processor {
             defaults = %policy.defaults,
             containers = self.index.len(),
             moved,
+            pause_us = started.elapsed().as_micros() as u64,
             "policy reloaded: {} rules; {moved} of {} containers moved to a new budget",
             policy.rules.len(),
             self.index.len()
