@@ -37,10 +37,11 @@ pub async fn connect(args: &AwsArgs) -> Result<Client> {
     }
     let conf = loader.load().await;
     if conf.region().is_none() {
-        bail!(
+        bail!(crate::cli::ConfigError(
             "no AWS region is configured: pass --region (e.g. --region us-east-1), set AWS_REGION, \
              or set `region` in the profile in ~/.aws/config"
-        );
+                .into()
+        ));
     }
     Ok(Client::new(&conf))
 }

@@ -152,9 +152,20 @@ pub fn template_context(r: Record, time: &DateTime<Utc>, want_flat: bool) -> Map
     m
 }
 
-/// `MM-DD HH:MM:SS` in the local zone, as the Go tool printed it.
+/// `--utc`: show times in UTC instead of the local zone. Set once at start.
+static UTC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_utc(on: bool) {
+    UTC.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `MM-DD HH:MM:SS` in the local zone (or UTC with `--utc`), as the Go tool printed it.
 pub fn time_short(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%m-%d %H:%M:%S").to_string()
+    if UTC.load(std::sync::atomic::Ordering::Relaxed) {
+        t.format("%m-%d %H:%M:%S").to_string()
+    } else {
+        t.with_timezone(&Local).format("%m-%d %H:%M:%S").to_string()
+    }
 }
 
 /// The first block of a task-UUID stream name (`0f5c3b2a-…` → `0f5c3b2a`), else the name.
