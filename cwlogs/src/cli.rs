@@ -80,7 +80,7 @@ pub enum Command {
 
 const FETCH_HELP: &str = "\
 Template fields: group stream id ingest_time creation_time level time info.host (and the rest
-of info) message data data_flat task_short time_short
+of info) message data data_flat task_short time_short zone
 Helpers: red green yellow blue magenta cyan white uniquecolor colorlevel json
 Default: [ {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}} - {{message}}
   with several services: [ {{uniquecolor group}} {{uniquecolor task_short}} ] ...

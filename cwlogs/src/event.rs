@@ -149,6 +149,7 @@ pub fn template_context(r: Record, time: &DateTime<Utc>, want_flat: bool) -> Map
     }
     m.insert("task_short".into(), Value::String(short));
     m.insert("time_short".into(), Value::String(time_short(time)));
+    m.insert("zone".into(), Value::String(zone(time)));
     m
 }
 
@@ -165,6 +166,15 @@ pub fn time_short(t: &DateTime<Utc>) -> String {
         t.format("%m-%d %H:%M:%S").to_string()
     } else {
         t.with_timezone(&Local).format("%m-%d %H:%M:%S").to_string()
+    }
+}
+
+/// The zone `time_short` is in: `UTC` with `--utc`, else the local offset (`+02:00`).
+pub fn zone(t: &DateTime<Utc>) -> String {
+    if UTC.load(std::sync::atomic::Ordering::Relaxed) {
+        "UTC".into()
+    } else {
+        t.with_timezone(&Local).format("%:z").to_string()
     }
 }
 

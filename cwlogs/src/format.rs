@@ -32,10 +32,11 @@ pub const FIELDS: &[&str] = &[
     "data_flat",
     "task_short",
     "time_short",
+    "zone",
 ];
 
 /// `--verbose`: the default plus every data field as `key=value` and any `info.errors`.
-pub const VERBOSE_TEMPLATE: &str = "[ {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}}\
+pub const VERBOSE_TEMPLATE: &str = "[ {{uniquecolor task_short}} ] {{time_short}} {{zone}} {{colorlevel level}}\
 {{#each data_flat}} {{@key}}={{this}}{{/each}}\
 {{#if info.errors}} errors=[{{#each info.errors}}{{#unless @first}}, {{/unless}}{{json this}}{{/each}}]{{/if}} - {{message}}";
 
@@ -449,10 +450,11 @@ mod tests {
     fn verbose_adds_data_flat_and_errors() {
         let e = ev("web-1", JSON_EVENT);
         let out = render(VERBOSE_TEMPLATE, false, &e);
-        let time = crate::event::time_short(&crate::event::ms_to_utc(1_495_378_800_000));
+        let t = crate::event::ms_to_utc(1_495_378_800_000);
+        let (time, zone) = (crate::event::time_short(&t), crate::event::zone(&t));
         assert_eq!(
             out,
-            format!("[ web-1 ] {time} ERROR path=/x req.id=7 errors=[{{\"error\":\"boom\",\"type\":\"E\"}}] - failed <b>\n")
+            format!("[ web-1 ] {time} {zone} ERROR path=/x req.id=7 errors=[{{\"error\":\"boom\",\"type\":\"E\"}}] - failed <b>\n")
         );
     }
 

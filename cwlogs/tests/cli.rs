@@ -74,10 +74,10 @@ fn fetch_verbose_adds_data_and_errors() {
     assert_eq!(
         out.ok(),
         format!(
-            "[ web-1 ] {} INFO - GET /health 200\n\
-             [ 0f5c3b2a ] 05-21 15:00:00 INFO user.id=7 - user logged in\n\
-             [ web-1 ] 05-21 15:00:01 WARN retry=2 - slow upstream\n\
-             [ 0f5c3b2a ] 05-21 15:00:02 ERROR errors=[{{\"error\":\"boom\",\"type\":\"E\"}}] - request failed\n",
+            "[ web-1 ] {} +00:00 INFO - GET /health 200\n\
+             [ 0f5c3b2a ] 05-21 15:00:00 +00:00 INFO user.id=7 - user logged in\n\
+             [ web-1 ] 05-21 15:00:01 +00:00 WARN retry=2 - slow upstream\n\
+             [ 0f5c3b2a ] 05-21 15:00:02 +00:00 ERROR errors=[{{\"error\":\"boom\",\"type\":\"E\"}}] - request failed\n",
             short(b + 1000)
         )
     );
@@ -400,6 +400,16 @@ fn utc_shows_times_in_utc_whatever_the_local_zone() {
             "{} GET /health 200\n05-21 15:00:00 user logged in\n05-21 15:00:01 slow upstream\n05-21 15:00:02 request failed\n",
             short(b + 1000)
         )
+    );
+    // --verbose names the zone.
+    let mut cmd = cw.cmd(&[
+        "fetch", "api", "--since", "all", "--utc", "-v", "-t", "0f5c",
+    ]);
+    cmd.env("TZ", "Asia/Tokyo");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().next(),
+        Some("[ 0f5c3b2a ] 05-21 15:00:00 UTC INFO user.id=7 - user logged in")
     );
 }
 
