@@ -130,7 +130,12 @@ pub fn record(e: &RawEvent, d: Decoded) -> Record {
 
 /// The record as a template context, with the derived fields `data_flat` (only when the
 /// template uses it), `task_short` and `time_short`.
-pub fn template_context(r: Record, time: &DateTime<Utc>, want_flat: bool) -> Map<String, Value> {
+pub fn template_context(
+    r: Record,
+    time: &DateTime<Utc>,
+    want_flat: bool,
+    want_zone: bool,
+) -> Map<String, Value> {
     let flat = want_flat.then(|| flatten(&r.data));
     let short = task_short(&r.stream);
     let mut m = Map::new();
@@ -149,7 +154,10 @@ pub fn template_context(r: Record, time: &DateTime<Utc>, want_flat: bool) -> Map
     }
     m.insert("task_short".into(), Value::String(short));
     m.insert("time_short".into(), Value::String(time_short(time)));
-    m.insert("zone".into(), Value::String(zone(time)));
+    // Only when the template names it: an offset lookup per event is not free.
+    if want_zone {
+        m.insert("zone".into(), Value::String(zone(time)));
+    }
     m
 }
 

@@ -58,6 +58,7 @@ enum Kind {
     Template {
         hb: Box<Handlebars<'static>>,
         want_flat: bool,
+        want_zone: bool,
     },
     Raw,
     Json,
@@ -93,6 +94,7 @@ impl Formatter {
                 check_fields(&mut hb)?;
                 Kind::Template {
                     want_flat: src.contains("data_flat"),
+                    want_zone: src.contains("zone"),
                     hb: Box::new(hb),
                 }
             }
@@ -120,8 +122,12 @@ impl Formatter {
         match &self.style {
             Kind::Json => serde_json::to_writer(&mut *out, &r)?,
             Kind::Raw => serde_json::to_writer_pretty(&mut *out, &r)?,
-            Kind::Template { hb, want_flat } => {
-                let m = template_context(r, &time, *want_flat);
+            Kind::Template {
+                hb,
+                want_flat,
+                want_zone,
+            } => {
+                let m = template_context(r, &time, *want_flat, *want_zone);
                 hb.render_to_write(NAME, &Value::Object(m), &mut *out)
                     .map_err(|err| anyhow!("cannot render the --format template: {err}"))?;
             }
