@@ -3,6 +3,16 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// A configuration error (bad flag value, missing region): exit status 2, not 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Mark any error as a configuration error, its context chain on one line.
+pub fn config(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(ConfigError(format!("{e:#}")))
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cwlogs",
@@ -86,9 +96,10 @@ pub enum Command {
 
 const FETCH_HELP: &str = "\
 Template fields: group stream id ingest_time creation_time level time info.host (and the rest
-of info) message data data_flat task_short time_short
+of info) message data data_flat task_short time_short zone
 Helpers: red green yellow blue magenta cyan white uniquecolor colorlevel json
 Default: [ {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}} - {{message}}
+  with several services: [ {{uniquecolor group}} {{uniquecolor task_short}} ] ...
 
 Examples:
   cwlogs fetch api -t 0f5c3b2a -s 2h
@@ -103,8 +114,14 @@ pub struct ListArgs {
     /// Only streams whose name starts with this task ID or prefix
     #[arg(short = 't', long, value_name = "PREFIX")]
     pub task: Option<String>,
-    /// Start of the window (42m, 1h30m, 2d, now, all, 2017-05-21, 2017-05-21T15:00, RFC 3339, Unix seconds)
-    #[arg(short = 's', long, default_value = "1h", value_name = "T")]
+    /// Start of the window (42m, 1h30m, 2d, -1h, now, all, today, yesterday, 2017-05-21, 2017-05-21T15:00, RFC 3339, Unix seconds)
+    #[arg(
+        short = 's',
+        long,
+        default_value = "1h",
+        value_name = "T",
+        allow_hyphen_values = true
+    )]
     pub since: String,
     /// End of the window (same forms as --since)
     #[arg(short = 'u', long, default_value = "now", value_name = "T")]
@@ -125,8 +142,14 @@ pub struct FetchArgs {
     /// Keep printing new events until interrupted (Ctrl-C)
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Start of the window (42m, 1h30m, 2d, now, all, 2017-05-21, 2017-05-21T15:00, RFC 3339, Unix seconds)
-    #[arg(short = 's', long, default_value = "1h", value_name = "T")]
+    /// Start of the window (42m, 1h30m, 2d, -1h, now, all, today, yesterday, 2017-05-21, 2017-05-21T15:00, RFC 3339, Unix seconds)
+    #[arg(
+        short = 's',
+        long,
+        default_value = "1h",
+        value_name = "T",
+        allow_hyphen_values = true
+    )]
     pub since: String,
     /// End of the window (same forms as --since; not with --follow)
     #[arg(short = 'u', long, value_name = "T", conflicts_with = "follow")]
@@ -158,6 +181,19 @@ pub struct FetchArgs {
     /// that reach CloudWatch late (e.g. 30s, 2m)
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub lookback: std::time::Duration,
+    /// Drop events matching this regex (client side; repeatable, any match drops)
+    #[arg(long = "grep-v", value_name = "REGEX")]
+    pub grep_v: Vec<String>,
+    /// Only events at this level or more severe (EMERG ALERT CRIT ERROR WARN NOTICE INFO
+    /// DEBUG; from the ecs-logs level or journald PRIORITY)
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Show times in UTC (default: the local zone)
+    #[arg(long, conflicts_with = "local")]
+    pub utc: bool,
+    /// Show times in the local zone (the default)
+    #[arg(long)]
+    pub local: bool,
     /// Time slices fetched in parallel for a bounded window
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
     pub parallel: u16,

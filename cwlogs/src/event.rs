@@ -130,7 +130,12 @@ pub fn record(e: &RawEvent, d: Decoded) -> Record {
 
 /// The record as a template context, with the derived fields `data_flat` (only when the
 /// template uses it), `task_short` and `time_short`.
-pub fn template_context(r: Record, time: &DateTime<Utc>, want_flat: bool) -> Map<String, Value> {
+pub fn template_context(
+    r: Record,
+    time: &DateTime<Utc>,
+    want_flat: bool,
+    want_zone: bool,
+) -> Map<String, Value> {
     let flat = want_flat.then(|| flatten(&r.data));
     let short = task_short(&r.stream);
     let mut m = Map::new();
@@ -149,12 +154,36 @@ pub fn template_context(r: Record, time: &DateTime<Utc>, want_flat: bool) -> Map
     }
     m.insert("task_short".into(), Value::String(short));
     m.insert("time_short".into(), Value::String(time_short(time)));
+    // Only when the template names it: an offset lookup per event is not free.
+    if want_zone {
+        m.insert("zone".into(), Value::String(zone(time)));
+    }
     m
 }
 
-/// `MM-DD HH:MM:SS` in the local zone, as the Go tool printed it.
+/// `--utc`: show times in UTC instead of the local zone. Set once at start.
+static UTC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_utc(on: bool) {
+    UTC.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `MM-DD HH:MM:SS` in the local zone (or UTC with `--utc`), as the Go tool printed it.
 pub fn time_short(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%m-%d %H:%M:%S").to_string()
+    if UTC.load(std::sync::atomic::Ordering::Relaxed) {
+        t.format("%m-%d %H:%M:%S").to_string()
+    } else {
+        t.with_timezone(&Local).format("%m-%d %H:%M:%S").to_string()
+    }
+}
+
+/// The zone `time_short` is in: `UTC` with `--utc`, else the local offset (`+02:00`).
+pub fn zone(t: &DateTime<Utc>) -> String {
+    if UTC.load(std::sync::atomic::Ordering::Relaxed) {
+        "UTC".into()
+    } else {
+        t.with_timezone(&Local).format("%:z").to_string()
+    }
 }
 
 /// The first block of a task-UUID stream name (`0f5c3b2a-…` → `0f5c3b2a`), else the name.

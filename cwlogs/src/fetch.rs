@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::cli::FetchArgs;
 use crate::event::RawEvent;
-use crate::format::{Formatter, Style, DEFAULT_TEMPLATE, VERBOSE_TEMPLATE};
+use crate::format::{Formatter, Style, DEFAULT_TEMPLATE, MULTI_TEMPLATE, VERBOSE_TEMPLATE};
 use crate::output::{Out, Progress};
 use crate::streams::{self, Window};
 use crate::time::{self, local_display};
@@ -54,11 +54,11 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
         None => now,
     };
     if start > end {
-        bail!(
+        bail!(crate::cli::ConfigError(format!(
             "--since ({}) is after --until ({}); swap them or widen the window",
             local_display(start),
             local_display(end)
-        );
+        )));
     }
     let style = if args.json {
         Style::Json
@@ -67,14 +67,22 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
     } else if args.verbose {
         Style::Template(VERBOSE_TEMPLATE.into())
     } else {
-        Style::Template(
-            args.format
-                .clone()
-                .unwrap_or_else(|| DEFAULT_TEMPLATE.into()),
-        )
+        Style::Template(args.format.clone().unwrap_or_else(|| {
+            // Several services interleaved: say which line came from which.
+            if args.services.len() > 1 {
+                MULTI_TEMPLATE.into()
+            } else {
+                DEFAULT_TEMPLATE.into()
+            }
+        }))
     };
-    // Template errors before any network call.
-    let fmt = Formatter::new(style, color)?;
+    crate::event::set_utc(args.utc);
+    // Template and filter errors before any network call.
+    let filter = crate::filter::Filter::new(&args.grep_v, args.level.as_deref())
+        .map_err(crate::cli::config)?;
+    let fmt = Formatter::new(style, color)
+        .map_err(crate::cli::config)?
+        .with_filter(filter);
 
     let client = client::connect(aws).await?;
     let progress = Progress::new();

@@ -8,13 +8,35 @@ use handlebars::{
 use serde_json::Value;
 
 use crate::event::{decode, record, template_context, RawEvent};
+use crate::filter::Filter;
 
 /// The Go tool's default, in Handlebars: task, time, coloured level, message.
 pub const DEFAULT_TEMPLATE: &str =
     "[ {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}} - {{message}}";
 
+/// The default when several services are printed: the service (group) before the task.
+pub const MULTI_TEMPLATE: &str = "[ {{uniquecolor group}} {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}} - {{message}}";
+
+/// Every field a template may name. `info.*` and `data.*` are the event's own and open.
+pub const FIELDS: &[&str] = &[
+    "group",
+    "stream",
+    "id",
+    "ingest_time",
+    "creation_time",
+    "level",
+    "time",
+    "info",
+    "message",
+    "data",
+    "data_flat",
+    "task_short",
+    "time_short",
+    "zone",
+];
+
 /// `--verbose`: the default plus every data field as `key=value` and any `info.errors`.
-pub const VERBOSE_TEMPLATE: &str = "[ {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}}\
+pub const VERBOSE_TEMPLATE: &str = "[ {{uniquecolor task_short}} ] {{time_short}} {{zone}} {{colorlevel level}}\
 {{#each data_flat}} {{@key}}={{this}}{{/each}}\
 {{#if info.errors}} errors=[{{#each info.errors}}{{#unless @first}}, {{/unless}}{{json this}}{{/each}}]{{/if}} - {{message}}";
 
@@ -29,12 +51,14 @@ pub enum Style {
 
 pub struct Formatter {
     style: Kind,
+    filter: Filter,
 }
 
 enum Kind {
     Template {
         hb: Box<Handlebars<'static>>,
         want_flat: bool,
+        want_zone: bool,
     },
     Raw,
     Json,
@@ -53,38 +77,57 @@ impl Formatter {
                 // Terminal output, not HTML: never escape.
                 hb.register_escape_fn(handlebars::no_escape);
                 register_helpers(&mut hb, color);
+                go_style_check(&src)?;
                 hb.register_template_string(NAME, &src).map_err(|e| {
                     let at = match e.pos() {
                         Some((line, col)) => format!(" at line {line}, column {col}"),
                         None => String::new(),
                     };
                     anyhow!(
-                        "the --format template does not parse{at}: {}\n  template: {src}\n  \
+                        "the --format template does not parse{at}: {}; template: {src:?}; \
                          fields: group stream id ingest_time creation_time level time info.host \
                          message data data_flat task_short time_short; helpers: red green yellow \
                          blue magenta cyan white uniquecolor colorlevel",
                         e.reason()
                     )
                 })?;
+                check_fields(&mut hb)?;
                 Kind::Template {
                     want_flat: src.contains("data_flat"),
+                    want_zone: src.contains("zone"),
                     hb: Box::new(hb),
                 }
             }
         };
-        Ok(Formatter { style })
+        Ok(Formatter {
+            style,
+            filter: Filter::default(),
+        })
+    }
+
+    /// Print only the events `filter` keeps.
+    pub fn with_filter(mut self, filter: Filter) -> Formatter {
+        self.filter = filter;
+        self
     }
 
     /// Append the event's text and a newline to `out`.
     pub fn write(&self, e: &RawEvent, out: &mut Vec<u8>) -> Result<()> {
         let d = decode(e);
+        if !self.filter.is_empty() && !self.filter.keeps(&e.message, &d) {
+            return Ok(());
+        }
         let time = d.time;
         let r = record(e, d);
         match &self.style {
             Kind::Json => serde_json::to_writer(&mut *out, &r)?,
             Kind::Raw => serde_json::to_writer_pretty(&mut *out, &r)?,
-            Kind::Template { hb, want_flat } => {
-                let m = template_context(r, &time, *want_flat);
+            Kind::Template {
+                hb,
+                want_flat,
+                want_zone,
+            } => {
+                let m = template_context(r, &time, *want_flat, *want_zone);
                 hb.render_to_write(NAME, &Value::Object(m), &mut *out)
                     .map_err(|err| anyhow!("cannot render the --format template: {err}"))?;
             }
@@ -92,6 +135,87 @@ impl Formatter {
         out.push(b'\n');
         Ok(())
     }
+}
+
+/// `{{.TaskShort}}` is the Go tool's template syntax: say what to write here instead of
+/// letting Handlebars print nothing.
+fn go_style_check(src: &str) -> Result<()> {
+    let re = regex_lite::Regex::new(r"\{\{[^}]*?\.([A-Z][A-Za-z]*)").expect("valid regex");
+    if let Some(c) = re.captures(src) {
+        let go = &c[1];
+        let mut snake = String::new();
+        for (i, ch) in go.chars().enumerate() {
+            if ch.is_ascii_uppercase() && i > 0 {
+                snake.push('_');
+            }
+            snake.push(ch.to_ascii_lowercase());
+        }
+        anyhow::bail!(
+            "the --format template uses Go syntax {{{{.{go}}}}}: write `{{{{{snake}}}}}` (Handlebars; fields: {})",
+            FIELDS.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Render the template once, strictly, against a sample with every field, so a misspelt
+/// field fails at start naming the closest one instead of printing empty text.
+/// Paths under `info.` and `data.` are the events' own and always allowed.
+fn check_fields(hb: &mut Handlebars<'static>) -> Result<()> {
+    let mut sample = serde_json::Map::new();
+    for f in FIELDS {
+        let v = match *f {
+            "info" | "data" | "data_flat" => Value::Object(Default::default()),
+            _ => Value::String(String::new()),
+        };
+        sample.insert(f.to_string(), v);
+    }
+    let mut sample = Value::Object(sample);
+    hb.set_strict_mode(true);
+    let result = (|| {
+        // Each round allows one open path; a template names few of them.
+        for _ in 0..64 {
+            let err = match hb.render(NAME, &sample) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let path = match err.reason() {
+                RenderErrorReason::MissingVariable(Some(p)) => p.clone(),
+                // Helpers' own errors depend on values, not names: not ours to judge here.
+                _ => return Ok(()),
+            };
+            let path = path.trim_start_matches("this.").to_string();
+            let mut parts = path.split('.');
+            let head = parts.next().unwrap_or_default();
+            if matches!(head, "info" | "data" | "data_flat") && path.contains('.') {
+                let mut at = &mut sample[head];
+                let rest: Vec<&str> = parts.collect();
+                for (i, p) in rest.iter().enumerate() {
+                    let last = i + 1 == rest.len();
+                    let obj = at.as_object_mut().expect("sample paths are objects");
+                    at = obj.entry(p.to_string()).or_insert_with(|| {
+                        if last {
+                            Value::String(String::new())
+                        } else {
+                            Value::Object(Default::default())
+                        }
+                    });
+                    if !last && !at.is_object() {
+                        *at = Value::Object(Default::default());
+                    }
+                }
+                continue;
+            }
+            let hint = match crate::suggest::closest(head, FIELDS.iter().copied(), 1).first() {
+                Some(c) => format!("did you mean `{{{{{c}}}}}`?"),
+                None => format!("fields: {}", FIELDS.join(" ")),
+            };
+            anyhow::bail!("the --format template names an unknown field {path:?}: {hint}");
+        }
+        Ok(())
+    })();
+    hb.set_strict_mode(false);
+    result
 }
 
 const RED: &str = "31";
@@ -159,10 +283,11 @@ impl HelperDef for Paint {
     fn call_inner<'reg: 'rc, 'rc>(
         &self,
         h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
+        r: &'reg Handlebars<'reg>,
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
+        strict_params(h, r)?;
         let text = h
             .params()
             .iter()
@@ -189,15 +314,27 @@ impl HelperDef for JsonHelper {
     fn call_inner<'reg: 'rc, 'rc>(
         &self,
         h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
+        r: &'reg Handlebars<'reg>,
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
+        strict_params(h, r)?;
         let v = h
             .param(0)
             .ok_or(RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
         Ok(ScopedJson::Derived(Value::String(v.value().to_string())))
     }
+}
+
+/// Handlebars' strict mode leaves helper parameters alone; the start-up field check
+/// (the only strict render) needs them checked too.
+fn strict_params(h: &Helper<'_>, r: &Handlebars<'_>) -> Result<(), RenderError> {
+    if r.strict_mode() {
+        if let Some(p) = h.params().iter().find(|p| p.is_value_missing()) {
+            return Err(RenderErrorReason::MissingVariable(p.relative_path().cloned()).into());
+        }
+    }
+    Ok(())
 }
 
 fn plain(v: &Value) -> String {
@@ -319,10 +456,11 @@ mod tests {
     fn verbose_adds_data_flat_and_errors() {
         let e = ev("web-1", JSON_EVENT);
         let out = render(VERBOSE_TEMPLATE, false, &e);
-        let time = crate::event::time_short(&crate::event::ms_to_utc(1_495_378_800_000));
+        let t = crate::event::ms_to_utc(1_495_378_800_000);
+        let (time, zone) = (crate::event::time_short(&t), crate::event::zone(&t));
         assert_eq!(
             out,
-            format!("[ web-1 ] {time} ERROR path=/x req.id=7 errors=[{{\"error\":\"boom\",\"type\":\"E\"}}] - failed <b>\n")
+            format!("[ web-1 ] {time} {zone} ERROR path=/x req.id=7 errors=[{{\"error\":\"boom\",\"type\":\"E\"}}] - failed <b>\n")
         );
     }
 
@@ -338,6 +476,41 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    fn err_of(tpl: &str) -> String {
+        Formatter::new(Style::Template(tpl.into()), false)
+            .err()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn unknown_fields_fail_at_start_naming_the_closest() {
+        assert_eq!(
+            err_of("{{time_short}} {{mesage}}"),
+            "the --format template names an unknown field \"mesage\": did you mean `{{message}}`?"
+        );
+        assert_eq!(
+            err_of("{{cyan strem}}"),
+            "the --format template names an unknown field \"strem\": did you mean `{{stream}}`?"
+        );
+        // The events' own fields are open.
+        for ok in [
+            "{{info.host}} {{data.req.id}} {{message}}",
+            DEFAULT_TEMPLATE,
+            MULTI_TEMPLATE,
+            VERBOSE_TEMPLATE,
+        ] {
+            Formatter::new(Style::Template(ok.into()), false).unwrap();
+        }
+    }
+
+    #[test]
+    fn go_syntax_says_what_to_write() {
+        assert!(err_of("{{.TaskShort}} {{.Message}}").starts_with(
+            "the --format template uses Go syntax {{.TaskShort}}: write `{{task_short}}`"
+        ));
     }
 
     #[test]

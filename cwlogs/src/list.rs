@@ -15,11 +15,11 @@ pub async fn run(args: ListArgs, aws: &AwsArgs) -> Result<()> {
         end: time::parse(&args.until, now)?,
     };
     if w.start > w.end {
-        bail!(
+        bail!(crate::cli::ConfigError(format!(
             "--since ({}) is after --until ({}); swap them or widen the window",
             local_display(w.start),
             local_display(w.end)
-        );
+        )));
     }
     let client = client::connect(aws).await?;
     let group = groups::resolve(&client, &args.service).await?;

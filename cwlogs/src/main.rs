@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod event;
 mod fetch;
+mod filter;
 mod format;
 mod groups;
 mod list;
@@ -88,7 +89,13 @@ fn main() -> ExitCode {
         // lists its candidates a line each.)
         Some(Err(e)) => {
             eprintln!("cwlogs: {e:#}");
-            daemon_kit::exit::exit_code(&e) as i32
+            // The caller's to fix (a bad flag value, no region, no or rejected credentials):
+            // 2, like clap's own usage errors.
+            if daemon_kit::exit::is_config(&e) || e.downcast_ref::<cli::ConfigError>().is_some() {
+                2
+            } else {
+                1
+            }
         }
         // Ctrl-C is how --follow ends, so that is success; elsewhere it is an interruption.
         None => {
@@ -117,16 +124,68 @@ fn die_of_sigint() -> i32 {
     130 // not reached: the default action of SIGINT ends the process
 }
 
+/// Subcommands and the words other tools use for them, each with the command it means.
+const COMMAND_WORDS: &[(&str, &str)] = &[
+    ("list", "list"),
+    ("ls", "list"),
+    ("fetch", "fetch"),
+    ("tail", "fetch"),
+    ("get", "fetch"),
+    ("watch", "fetch"),
+    ("groups", "groups"),
+    ("help", "help"),
+];
+
+/// The command `word` most likely meant: another tool's word for it, or a typo of one
+/// (edit distance at most 1 for short words, 2 for longer ones).
+fn command_for(word: &str) -> Option<&'static str> {
+    let w = word.to_ascii_lowercase();
+    let max = if w.len() <= 4 { 1 } else { 2 };
+    COMMAND_WORDS
+        .iter()
+        .map(|(alias, cmd)| (strsim::damerau_levenshtein(&w, alias), *cmd))
+        .filter(|(d, _)| *d <= max && w.len() >= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, cmd)| cmd)
+}
+
 /// `cwlogs SERVICE`: the old habit, answered with the command to type (or, for a typo of
-/// a command, with the command).
+/// a command or another tool's word for one, with the command).
 fn not_a_command(args: &[String]) -> ExitCode {
     let word = args.first().map(String::as_str).unwrap_or_default();
-    let command = ["list", "fetch", "groups", "help"]
-        .into_iter()
-        .find(|c| word.len() > 2 && suggest::score(word, c) > 0.85);
-    match command {
-        Some(c) => eprintln!("cwlogs: {word:?} is not a command; did you mean 'cwlogs {c}'?"),
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match command_for(word) {
+        Some(c) => {
+            let tail = if rest.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", rest.join(" "))
+            };
+            eprintln!("cwlogs: {word:?} is not a command; did you mean 'cwlogs {c}{tail}'?")
+        }
         None => eprintln!("cwlogs: {word:?} is not a command; did you mean 'cwlogs fetch {word}'?"),
     }
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_for;
+
+    #[test]
+    fn typos_and_other_tools_words_name_the_command() {
+        for (typed, want) in [
+            ("lsit", Some("list")),
+            ("ls", Some("list")),
+            ("tail", Some("fetch")),
+            ("get", Some("fetch")),
+            ("watch", Some("fetch")),
+            ("fecth", Some("fetch")),
+            ("gruops", Some("groups")),
+            ("checkout-api", None),
+            ("payments", None),
+        ] {
+            assert_eq!(command_for(typed), want, "{typed}");
+        }
+    }
 }

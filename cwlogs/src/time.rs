@@ -6,8 +6,8 @@ use anyhow::{bail, Result};
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone};
 
 /// What a bad value's error lists, so the operator can fix it without reading docs.
-pub const ACCEPTED: &str = "accepted forms: a relative duration (42m, 1h30m, 2d, 1w), \
-`now`, `all`, a date (2017-05-21), a local time (2017-05-21T15:00 or 2017-05-21T15:00:00), \
+pub const ACCEPTED: &str = "accepted forms: a relative duration (42m, 1h30m, 2d, 1w, -1h), \
+`now`, `all`, `today`, `yesterday` (local midnight), a date (2017-05-21), a local time (2017-05-21T15:00 or 2017-05-21T15:00:00), \
 RFC 3339 with a zone (2017-05-21T15:00:00Z, 2017-05-21T15:00:00+02:00) or Unix seconds (1495378800)";
 
 /// Parse a time relative to `now_ms` (durations count back from it).
@@ -15,7 +15,9 @@ pub fn parse(value: &str, now_ms: i64) -> Result<i64> {
     let v = value.trim();
     match parse_inner(v, now_ms) {
         Some(t) => Ok(t),
-        None => bail!("invalid time {value:?}: {ACCEPTED}"),
+        None => bail!(crate::cli::ConfigError(format!(
+            "invalid time {value:?}: {ACCEPTED}"
+        ))),
     }
 }
 
@@ -24,8 +26,27 @@ fn parse_inner(v: &str, now_ms: i64) -> Option<i64> {
         "" => return None,
         "now" => return Some(now_ms),
         "all" => return Some(0),
+        "today" | "yesterday" => {
+            let today = Local.timestamp_millis_opt(now_ms).single()?.date_naive();
+            let day = if v == "today" {
+                today
+            } else {
+                today.pred_opt()?
+            };
+            return local_ms(day.and_hms_opt(0, 0, 0)?);
+        }
         _ => {}
     }
+    // `-1h`: the sign other tools write for "ago"; a duration already counts back.
+    let v = match v.strip_prefix('-') {
+        Some(d)
+            if d.as_bytes().first().is_some_and(u8::is_ascii_digit) && !d.contains(['-', ':']) =>
+        {
+            let d = humantime::parse_duration(d).ok()?;
+            return Some(now_ms.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64));
+        }
+        _ => v,
+    };
     if v.bytes().all(|b| b.is_ascii_digit()) {
         // Unix seconds. (A bare number is never a duration: durations need a unit.)
         return v.parse::<i64>().ok()?.checked_mul(1000);
@@ -153,13 +174,29 @@ mod tests {
     }
 
     #[test]
+    fn today_yesterday_and_minus_durations() {
+        let today = Local
+            .timestamp_millis_opt(NOW)
+            .unwrap()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let midnight = local_ms(today).unwrap();
+        assert_eq!(parse("today", NOW).unwrap(), midnight);
+        let y = local_ms(today - chrono::Days::new(1)).unwrap();
+        assert_eq!(parse("yesterday", NOW).unwrap(), y);
+        assert_eq!(parse("-1h", NOW).unwrap(), NOW - 3_600_000);
+        assert_eq!(parse("-5m", NOW).unwrap(), NOW - 300_000);
+    }
+
+    #[test]
     fn unix_seconds() {
         assert_eq!(parse("1495378800", NOW).unwrap(), 1_495_378_800_000);
     }
 
     #[test]
     fn bad_values_list_the_accepted_forms() {
-        for bad in ["", "yesterday", "42", "42x", "2017-13-01", "15:00", "-5m"] {
+        for bad in ["", "tomorrow", "42", "42x", "2017-13-01", "15:00", "-5"] {
             if bad == "42" {
                 // A bare number is Unix seconds, which is valid.
                 assert_eq!(parse(bad, NOW).unwrap(), 42_000);

@@ -74,10 +74,10 @@ fn fetch_verbose_adds_data_and_errors() {
     assert_eq!(
         out.ok(),
         format!(
-            "[ web-1 ] {} INFO - GET /health 200\n\
-             [ 0f5c3b2a ] 05-21 15:00:00 INFO user.id=7 - user logged in\n\
-             [ web-1 ] 05-21 15:00:01 WARN retry=2 - slow upstream\n\
-             [ 0f5c3b2a ] 05-21 15:00:02 ERROR errors=[{{\"error\":\"boom\",\"type\":\"E\"}}] - request failed\n",
+            "[ web-1 ] {} +00:00 INFO - GET /health 200\n\
+             [ 0f5c3b2a ] 05-21 15:00:00 +00:00 INFO user.id=7 - user logged in\n\
+             [ web-1 ] 05-21 15:00:01 +00:00 WARN retry=2 - slow upstream\n\
+             [ 0f5c3b2a ] 05-21 15:00:02 +00:00 ERROR errors=[{{\"error\":\"boom\",\"type\":\"E\"}}] - request failed\n",
             short(b + 1000)
         )
     );
@@ -205,18 +205,21 @@ fn template_fields_and_every_helper() {
 fn bad_input_errors_say_what_is_accepted() {
     let cw = Cw::start();
     seed_api(&cw);
+    // Configuration errors: exit 2, one line each.
     let err = cw
         .run(&["fetch", "api", "-o", "{{#if level}} unclosed"])
-        .fails(1)
+        .fails(2)
         .to_string();
     assert!(err.contains("does not parse at line 1, column"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     let err = cw
-        .run(&["fetch", "api", "--since", "yesterday"])
-        .fails(1)
+        .run(&["fetch", "api", "--since", "tomorrow"])
+        .fails(2)
         .to_string();
     assert!(
-        err.contains("invalid time \"yesterday\"")
+        err.contains("invalid time \"tomorrow\"")
             && err.contains("1h30m")
+            && err.contains("yesterday")
             && err.contains("RFC 3339"),
         "{err}"
     );
@@ -227,9 +230,187 @@ fn bad_input_errors_say_what_is_accepted() {
     assert!(err.contains("--until") && err.contains("--follow"), "{err}");
     let err = cw
         .run(&["fetch", "api", "--since", "1h", "--until", "2h"])
-        .fails(1)
+        .fails(2)
         .to_string();
     assert!(err.contains("is after --until"), "{err}");
+    // yesterday, today and -1h are times.
+    assert!(cw
+        .run(&["fetch", "api", "--since", "-1h"])
+        .fails(1)
+        .starts_with("cwlogs: no events in api"));
+    assert_eq!(
+        cw.run(&["fetch", "api", "--since", "yesterday", "-o", "{{message}}"])
+            .ok()
+            .lines()
+            .count(),
+        4
+    );
+    let today = cw.run(&["fetch", "api", "--since", "today"]);
+    assert!(
+        today.code != 2 && !today.stderr.contains("invalid time"),
+        "{}",
+        today.stderr
+    );
+}
+
+#[test]
+fn unknown_template_fields_and_go_syntax_fail_at_start() {
+    let cw = Cw::start();
+    seed_api(&cw);
+    assert_eq!(
+        cw.run(&["fetch", "api", "--since", "all", "-o", "{{mesage}}"]).fails(2),
+        "cwlogs: the --format template names an unknown field \"mesage\": did you mean `{{message}}`?\n"
+    );
+    let err = cw
+        .run(&[
+            "fetch",
+            "api",
+            "--since",
+            "all",
+            "-o",
+            "{{.TaskShort}} {{.Message}}",
+        ])
+        .fails(2)
+        .to_string();
+    assert!(
+        err.starts_with(
+            "cwlogs: the --format template uses Go syntax {{.TaskShort}}: write `{{task_short}}`"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        cw.run(&[
+            "fetch",
+            "api",
+            "--since",
+            "all",
+            "-o",
+            "{{info.host}}|{{message}}"
+        ])
+        .ok(),
+        "|GET /health 200\nip-10-0-0-1|user logged in\n|slow upstream\n|request failed\n"
+    );
+}
+
+#[test]
+fn commands_typos_and_other_tools_words_suggest_the_command() {
+    let cw = Cw::start();
+    for (typed, want) in [
+        (
+            "lsit",
+            "cwlogs: \"lsit\" is not a command; did you mean 'cwlogs list x'?\n",
+        ),
+        (
+            "ls",
+            "cwlogs: \"ls\" is not a command; did you mean 'cwlogs list x'?\n",
+        ),
+        (
+            "tail",
+            "cwlogs: \"tail\" is not a command; did you mean 'cwlogs fetch x'?\n",
+        ),
+        (
+            "get",
+            "cwlogs: \"get\" is not a command; did you mean 'cwlogs fetch x'?\n",
+        ),
+        (
+            "watch",
+            "cwlogs: \"watch\" is not a command; did you mean 'cwlogs fetch x'?\n",
+        ),
+        (
+            "checkout",
+            "cwlogs: \"checkout\" is not a command; did you mean 'cwlogs fetch checkout'?\n",
+        ),
+    ] {
+        assert_eq!(cw.run(&[typed, "x"]).fails(2), want, "{typed}");
+    }
+}
+
+#[test]
+fn grep_v_and_level_filter_on_the_client() {
+    let cw = Cw::start();
+    seed_api(&cw);
+    assert_eq!(
+        cw.run(&[
+            "fetch",
+            "api",
+            "--since",
+            "all",
+            "-o",
+            "{{level}} {{message}}",
+            "--level",
+            "warn"
+        ])
+        .ok(),
+        "WARN slow upstream\nERROR request failed\n"
+    );
+    assert_eq!(
+        cw.run(&[
+            "fetch",
+            "api",
+            "--since",
+            "all",
+            "-o",
+            "{{message}}",
+            "--grep-v",
+            "health",
+            "--grep-v",
+            "^slow",
+        ])
+        .ok(),
+        "user logged in\nrequest failed\n"
+    );
+    let err = cw
+        .run(&["fetch", "api", "--level", "loud"])
+        .fails(2)
+        .to_string();
+    assert!(err.starts_with("cwlogs: invalid --level \"loud\""), "{err}");
+    let err = cw
+        .run(&["fetch", "api", "--grep-v", "("])
+        .fails(2)
+        .to_string();
+    assert!(
+        err.starts_with("cwlogs: invalid --grep-v regex \"(\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn utc_shows_times_in_utc_whatever_the_local_zone() {
+    let cw = Cw::start();
+    let b = seed_api(&cw);
+    let mut cmd = cw.cmd(&[
+        "fetch",
+        "api",
+        "--since",
+        "all",
+        "--utc",
+        "-o",
+        "{{time_short}} {{message}}",
+    ]);
+    cmd.env("TZ", "Asia/Tokyo");
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!(
+            "{} GET /health 200\n05-21 15:00:00 user logged in\n05-21 15:00:01 slow upstream\n05-21 15:00:02 request failed\n",
+            short(b + 1000)
+        )
+    );
+    // --verbose names the zone.
+    let mut cmd = cw.cmd(&[
+        "fetch", "api", "--since", "all", "--utc", "-v", "-t", "0f5c",
+    ]);
+    cmd.env("TZ", "Asia/Tokyo");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().next(),
+        Some("[ 0f5c3b2a ] 05-21 15:00:00 UTC INFO user.id=7 - user logged in")
+    );
 }
 
 #[test]
@@ -355,6 +536,15 @@ fn several_services_are_interleaved_in_time_order() {
         .collect();
     cw.put("billing", "s", &evens);
     cw.put("checkout", "s", &odds);
+    // The default format names the service before the stream.
+    let out = cw.run(&["fetch", "billing", "checkout", "--since", "all"]);
+    let want: String = (0..10)
+        .map(|i| {
+            let g = if i % 2 == 0 { "billing" } else { "checkout" };
+            format!("[ {g} s ] {} INFO - {g} {i}\n", short(b + i * 60_000))
+        })
+        .collect();
+    assert_eq!(out.ok(), want);
     let out = cw.run(&[
         "fetch",
         "billing",
