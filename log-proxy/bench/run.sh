@@ -106,7 +106,7 @@ start_proxy() { # start_proxy NAME JOURNAL_SOCKET ARGS... -> sets PORT_<NAME>, P
   local name=$1 js=$2; shift 2
   local port; port=$(free_port)
   "$PROXY" --syslog-address "unixgram://$W/$name.sock" --journal-socket "$js" \
-    --docker-host unix:///nonexistent --metrics-address "127.0.0.1:$port" $PROXY_EXTRA "$@" \
+    --docker-host unix:///nonexistent --metrics-address "127.0.0.1:$port" ${PROXY_EXTRA:-} "$@" \
     >"$W/$name.log" 2>&1 &
   local pid=$!; PIDS+=("$pid")
   wait_for "log-proxy $name" metric "$port" log_proxy_received_lines_total

@@ -655,8 +655,7 @@ impl Processor {
                 break;
             }
             // Back-pressure from a slow journald: waiting, not wedged.
-            self.writer
-                .wait_for_room(bytes, self.buffer_bytes, WRITER_WAIT);
+            self.writer.wait_for_room(bytes, limit, WRITER_WAIT);
             if let Some(a) = &self.alive {
                 a.beat();
             }
