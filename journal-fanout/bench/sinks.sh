@@ -11,6 +11,7 @@
 #   SRC=journald journal-fanout/bench/sinks.sh    # from a private journald namespace (root):
 #                                                 # one journal reader per destination, as deployed
 #   DSTS="loggly logdna" journal-fanout/bench/sinks.sh   # only these --dst values
+#   FANOUT_BIN=/tmp/journal-fanout-old journal-fanout/bench/sinks.sh   # another build
 #
 # With SRC=stdin journal-fanout exits at end of input once every destination acknowledged
 # everything; with SRC=journald it follows the journal, so a run ends when /metrics shows that
@@ -44,7 +45,8 @@ done
 cd "$ROOT"
 cargo build --release -q -p journal-fanout --bin journal-fanout --example bench_receiver
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-FANOUT=$TARGET/release/journal-fanout
+# FANOUT_BIN: measure another build (e.g. the previous commit's) with the same receivers.
+FANOUT=${FANOUT_BIN:-$TARGET/release/journal-fanout}
 RECEIVER=$TARGET/release/examples/bench_receiver
 
 # N events over 4 groups x 10 streams, ~200 bytes of message and a few data fields each.

@@ -122,3 +122,115 @@ async fn destination(dst: Destination) -> Finding {
         Err(e) => Finding::fail(what, daemon_kit::exit::one_line(&e)),
     }
 }
+
+/// `journal-fanout check-config [FILE]`: read and check the file as a start or reload would
+/// (with the same flags and environment), say what it sets, and with a journal named, where
+/// its last 1,000 container lines would go. Exit 0 when valid, 2 when not.
+pub fn config_file(args: &crate::config::Args, file: Option<&Path>) -> std::process::ExitCode {
+    use crate::config_file::{locate, DEFAULT_PATH};
+    let mut a = args.clone();
+    a.command = None;
+    let Some(path) = locate(file.or(a.config.as_deref())) else {
+        eprintln!(
+            "journal-fanout: check-config: no configuration file: name one \
+             (journal-fanout check-config FILE, or --config) or create {DEFAULT_PATH}"
+        );
+        return std::process::ExitCode::from(2);
+    };
+    a.config = Some(path.clone());
+    // Without --dst, routes may name any destination journal-fanout has.
+    if a.dst.is_none() {
+        a.dst = Some("stdout,cloudwatchlogs,loggly,logdna".into());
+    }
+    let preview = a.journal_namespace.is_some() || a.journal_dir.is_some();
+    let config = match Config::from_args(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("journal-fanout: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let r = &config.rules;
+    println!(
+        "{}: OK: group = {:?}, stream = {:?}, {} route(s), CloudWatch retention {}",
+        path.display(),
+        r.group.source(),
+        r.stream.source(),
+        r.routes.routes.len(),
+        match config.cloudwatch_retention_days {
+            Some(d) => format!("{d} days"),
+            None => "never expires".into(),
+        }
+    );
+    for route in &r.routes.routes {
+        println!(
+            "  route {}: to [{}]",
+            route.number,
+            route.to_names.join(", ")
+        );
+    }
+    #[cfg(feature = "journald")]
+    if preview {
+        if let Err(e) = show_where_entries_go(&config, 1000) {
+            eprintln!("journal-fanout: check-config: {e:#}");
+            return std::process::ExitCode::from(1);
+        }
+    }
+    #[cfg(not(feature = "journald"))]
+    let _ = preview;
+    std::process::ExitCode::SUCCESS
+}
+
+/// Route the journal's last `n` entries as the daemon would and print the counts.
+#[cfg(feature = "journald")]
+fn show_where_entries_go(config: &Config, n: u64) -> anyhow::Result<()> {
+    use crate::source::{journald::JournaldSource, Read, Source};
+    use std::collections::BTreeMap;
+    let rules = std::sync::Arc::new(config.rules.clone());
+    let mut src = JournaldSource::open_last(&config.journal, rules, n)?;
+    let (mut lines, mut others) = (0u64, 0u64);
+    let mut per_dest = vec![0u64; config.destinations.len()];
+    let mut per_route: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut names: BTreeMap<(String, String), u64> = BTreeMap::new();
+    loop {
+        match src.read()? {
+            Read::Record(e) => {
+                lines += 1;
+                for (i, c) in per_dest.iter_mut().enumerate() {
+                    if e.to & (1 << i) != 0 {
+                        *c += 1;
+                    }
+                }
+                *per_route.entry(e.route.unwrap_or(0)).or_default() += 1;
+                *names
+                    .entry((e.record.group.clone(), e.record.stream.clone()))
+                    .or_default() += 1;
+            }
+            Read::Skipped => others += 1,
+            Read::Idle | Read::End => break,
+        }
+    }
+    println!(
+        "last {} journal entries: {lines} container line(s), {others} other(s) (not shipped)",
+        lines + others
+    );
+    for (d, c) in config.destinations.iter().zip(&per_dest) {
+        println!("  to {:<15} {c}", d.name());
+    }
+    for (route, c) in &per_route {
+        match route {
+            0 => println!("  no route matched: {c} (sent to every destination)"),
+            r => println!("  route {r} matched: {c}"),
+        }
+    }
+    let mut by_count: Vec<_> = names.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    println!("  group / stream (lines), largest first:");
+    for ((g, s), c) in by_count.iter().take(20) {
+        println!("    {g} / {s} ({c})");
+    }
+    if by_count.len() > 20 {
+        println!("    … and {} more", by_count.len() - 20);
+    }
+    Ok(())
+}

@@ -10,7 +10,11 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 
-#[derive(Debug, Parser)]
+use crate::config_file::{self, FileConfig};
+use crate::naming::{Fields, Template};
+use crate::routes::{self, Route, Routes};
+
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "journal-fanout",
     version = env!("LOGSUITE_VERSION"),
@@ -31,20 +35,21 @@ pub struct Args {
     )]
     pub src: SourceKind,
 
-    /// Comma-separated destinations: stdout, cloudwatchlogs, loggly, logdna.
-    #[arg(long, env = "JOURNAL_FANOUT_DST", default_value = "stdout")]
-    pub dst: String,
+    /// Comma-separated destinations: stdout, cloudwatchlogs, loggly, logdna [default: stdout].
+    #[arg(long, env = "JOURNAL_FANOUT_DST", global = true)]
+    pub dst: Option<String>,
 
     /// Read the journal files in this directory instead of the system journal.
     #[arg(
         long,
         env = "JOURNAL_FANOUT_JOURNAL_DIR",
-        conflicts_with = "journal_namespace"
+        conflicts_with = "journal_namespace",
+        global = true
     )]
     pub journal_dir: Option<PathBuf>,
 
     /// Read this journald namespace (systemd-journald@NS) instead of the system journal.
-    #[arg(long, env = "JOURNAL_FANOUT_JOURNAL_NAMESPACE")]
+    #[arg(long, env = "JOURNAL_FANOUT_JOURNAL_NAMESPACE", global = true)]
     pub journal_namespace: Option<String>,
 
     /// Where each destination's journal cursor is kept.
@@ -59,16 +64,19 @@ pub struct Args {
     #[arg(long, env = "JOURNAL_FANOUT_FROM", value_enum, default_value = "tail")]
     pub from: StartAt,
 
-    /// Journal field naming the log group; entries without it are not container lines.
-    #[arg(
-        long,
-        env = "JOURNAL_FANOUT_GROUP_FIELD",
-        default_value = "CONTAINER_TAG"
-    )]
-    pub group_field: String,
+    /// Configuration file (TOML: naming templates, routes, CloudWatch retention; see the
+    /// CONFIGURATION FILE section) [default: /etc/journal-fanout/config.toml if it exists].
+    /// Flags and environment variables win over it; SIGHUP reloads it.
+    #[arg(long, env = "JOURNAL_FANOUT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
 
-    /// Journal field naming the log stream [default: CONTAINER_NAME, or ecs-logs'
-    /// JOURNALD_STREAM_NAME when set].
+    /// Journal field naming the log group; entries without it are not container lines
+    /// [default: the file's naming.group, else CONTAINER_TAG].
+    #[arg(long, env = "JOURNAL_FANOUT_GROUP_FIELD")]
+    pub group_field: Option<String>,
+
+    /// Journal field naming the log stream [default: the file's naming.stream, else ecs-logs'
+    /// JOURNALD_STREAM_NAME when set, else CONTAINER_NAME].
     #[arg(long, env = "JOURNAL_FANOUT_STREAM_FIELD")]
     pub stream_field: Option<String>,
 
@@ -101,7 +109,8 @@ pub struct Args {
     #[arg(long, env = "JOURNAL_FANOUT_METRICS_ADDRESS")]
     pub metrics_address: Option<SocketAddr>,
 
-    /// Retention (days) set on CloudWatch log groups that journal-fanout creates.
+    /// Retention (days) set on CloudWatch log groups that journal-fanout creates; 0 = never
+    /// expire [default: the file's destination.cloudwatchlogs.retention_days, else 30].
     #[arg(long, env = "JOURNAL_FANOUT_CLOUDWATCH_RETENTION_DAYS")]
     pub cloudwatch_retention_days: Option<i32>,
 
@@ -120,6 +129,38 @@ EXIT STATUS:
      LOGGLY_TOKEN or LOGDNA_KEY, unwritable --state-dir, unreadable journal): fix the
      configuration; the unit does not restart on it
   journal-fanout check: 0 when nothing FAILs, 1 otherwise
+  journal-fanout check-config: 0 when the file is valid, 2 when not (one line saying why)
+
+CONFIGURATION FILE:
+  --config FILE (env JOURNAL_FANOUT_CONFIG; default /etc/journal-fanout/config.toml if it
+  exists), TOML. Unknown keys are errors. Flags and environment variables win over it.
+  [naming]
+    group = \"TEMPLATE\"    log group (service) of an entry [default: {{CONTAINER_TAG}};
+                          --group-field wins]. An entry whose group has no value is not a
+                          container line and is not shipped.
+    stream = \"TEMPLATE\"   log stream (container or task) [default: {{CONTAINER_NAME}};
+                          --stream-field / JOURNALD_STREAM_NAME win]
+    Templates: text and {{ TERM | default(TERM) | ... }}; a TERM is a journal field
+    (CONTAINER_TAG), a quoted literal (\"untagged\"), or a derived name: ecs_family (the
+    task definition family: CONTAINER_TASK_FAMILY, else from a task-definition ARN in
+    CONTAINER_TASK, else from the ECS agent's container name ecs-FAMILY-REV-NAME-HEX when
+    CONTAINER_TASK is set) or ecs_task_id (the last part of CONTAINER_TASK's ARN). A missing
+    or empty value takes the next default. Names are then made valid for CloudWatch.
+  [destination.cloudwatchlogs]
+    retention_days = N    retention set on log groups journal-fanout creates [default: 30;
+                          0 = never expire; --cloudwatch-retention-days wins]
+  [[route]]               evaluated in order; the first that matches decides; an entry no
+                          route matches goes to every destination
+    match.group = \"GLOB\"          the entry's group name (after naming)
+    match.priority = \"PRIORITY\"   this syslog priority and every less severe one (emerg,
+                                  alert, crit, err, warning, notice, info, debug or 0-7),
+                                  from the line's ecs-logs level or PRIORITY
+    match.field.NAME = \"GLOB\"     a journal field of the entry
+    to = [\"DESTINATION\", ...]     destinations among --dst; [] drops on purpose (counted
+                                  in journal_fanout_entries_routed_away_total, never lost)
+  Every match key of a route must hold. SIGHUP or a change to the file reloads it: new
+  names and routes apply from the next journal entry read, no cursor moves; a bad file is
+  refused with the reason and the running configuration stays.
 
 ENVIRONMENT:
   AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_ENDPOINT_URL
@@ -133,14 +174,21 @@ ENVIRONMENT:
 
 SIGNALS:
   SIGTERM, SIGINT      deliver what is batched, save cursors, exit 0
-  SIGHUP               never stops it: \"reload requested; nothing to reload\"";
+  SIGHUP               reload the configuration file (never stops it)";
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Check this host and the configuration for what stops shipping (state directory,
     /// journal access, journald storage, destinations' tokens and region): one line each with
     /// OK, WARN or FAIL and the fix.
     Check,
+    /// Validate a configuration file without starting (exit 0 when valid, 2 with the reason
+    /// when not). With --journal-namespace or --journal-dir, also show where the last 1,000
+    /// container entries would go: per destination, and under which group and stream names.
+    CheckConfig {
+        /// The file to check [default: --config, else /etc/journal-fanout/config.toml].
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -183,11 +231,14 @@ pub enum JournalLocation {
     Namespace(String),
 }
 
-/// How entries become records.
+/// How entries become records and where they go; replaced whole on reload.
 #[derive(Debug, Clone)]
 pub struct EventRules {
-    pub group_field: String,
-    pub stream_field: String,
+    /// The journal fields the templates and routes read.
+    pub fields: Fields,
+    pub group: Template,
+    pub stream: Template,
+    pub routes: Routes,
     /// `--hostname` when given: wins over the entry's `_HOSTNAME`.
     pub hostname_override: Option<String>,
     /// This machine's name: used when an entry has no `_HOSTNAME`.
@@ -215,7 +266,23 @@ pub struct Config {
     pub metrics_address: Option<SocketAddr>,
     pub cloudwatch_retention_days: Option<i32>,
     pub ca_file: Option<PathBuf>,
+    /// The configuration file in use, if any (reloaded on SIGHUP and when it changes).
+    pub config_file: Option<PathBuf>,
+    /// What flags and the environment said, which win over the file on every reload.
+    pub overrides: Overrides,
 }
+
+/// Settings given by flag or environment variable: they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub group_field: Option<String>,
+    pub stream_field: Option<String>,
+    pub retention_days: Option<i32>,
+    pub hostname: Option<String>,
+}
+
+/// The retention CloudWatch log groups get when nothing says otherwise.
+pub const DEFAULT_RETENTION_DAYS: i32 = 30;
 
 /// Parse a `--dst` list. Unknown names are an error, never a silent skip.
 pub fn parse_destinations(list: &str) -> anyhow::Result<Vec<Destination>> {
@@ -240,7 +307,7 @@ pub fn parse_destinations(list: &str) -> anyhow::Result<Vec<Destination>> {
 
 impl Config {
     pub fn from_args(a: Args) -> anyhow::Result<Config> {
-        let destinations = parse_destinations(&a.dst)?;
+        let destinations = parse_destinations(a.dst.as_deref().unwrap_or("stdout"))?;
         let journal = match (a.journal_dir, a.journal_namespace) {
             (Some(d), _) => JournalLocation::Directory(d),
             (None, Some(ns)) if !ns.is_empty() => JournalLocation::Namespace(ns),
@@ -253,40 +320,42 @@ impl Config {
             bail!("--max-batch-bytes must be at least 1");
         }
         if let Some(days) = a.cloudwatch_retention_days {
-            // The values CloudWatch's PutRetentionPolicy accepts.
-            const VALID: [i32; 22] = [
-                1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
-                2557, 2922, 3288, 3653,
-            ];
-            if !VALID.contains(&days) {
-                bail!("--cloudwatch-retention-days {days}: CloudWatch accepts only {VALID:?}");
-            }
+            check_retention("--cloudwatch-retention-days", days)?;
         }
         let stream_field = a
             .stream_field
             .or_else(|| std::env::var("JOURNALD_STREAM_NAME").ok())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "CONTAINER_NAME".to_string());
+            .filter(|s| !s.is_empty());
         for (flag, f) in [
             ("--group-field", &a.group_field),
             ("--stream-field", &stream_field),
         ] {
-            if f.is_empty() || f.contains('=') {
-                bail!("{flag} {f:?} is not a journal field name (e.g. CONTAINER_TAG)");
+            if let Some(f) = f {
+                if f.is_empty() || f.contains('=') {
+                    bail!("{flag} {f:?} is not a journal field name (e.g. CONTAINER_TAG)");
+                }
             }
         }
+        let overrides = Overrides {
+            group_field: a.group_field,
+            stream_field,
+            retention_days: a.cloudwatch_retention_days,
+            hostname: a.hostname.filter(|h| !h.is_empty()),
+        };
+        let config_file = config_file::locate(a.config.as_deref());
+        let file = match &config_file {
+            Some(p) => config_file::load(p)?,
+            None => FileConfig::default(),
+        };
+        let rules = build_rules(&file, &overrides, &destinations)?;
         Ok(Config {
             src: a.src,
+            cloudwatch_retention_days: retention(&file, &overrides)?,
             destinations,
             journal,
             state_dir: a.state_dir,
             from: a.from,
-            rules: EventRules {
-                group_field: a.group_field,
-                stream_field,
-                hostname_override: a.hostname.filter(|h| !h.is_empty()),
-                hostname_default: system_hostname(),
-            },
+            rules,
             limits: BatchLimits {
                 max_events: a.max_batch_size,
                 max_bytes: a.max_batch_bytes,
@@ -294,10 +363,99 @@ impl Config {
             },
             shutdown_timeout: a.shutdown_timeout,
             metrics_address: a.metrics_address,
-            cloudwatch_retention_days: a.cloudwatch_retention_days,
             ca_file: a.ca_file,
+            config_file,
+            overrides,
         })
     }
+}
+
+/// The retention for new CloudWatch groups (`None`: never expire).
+pub fn retention(file: &FileConfig, o: &Overrides) -> anyhow::Result<Option<i32>> {
+    let days = match (o.retention_days, file.retention_days) {
+        (Some(d), _) => d,
+        (None, Some(d)) => {
+            check_retention("destination.cloudwatchlogs.retention_days", d)?;
+            d
+        }
+        (None, None) => DEFAULT_RETENTION_DAYS,
+    };
+    Ok((days != 0).then_some(days))
+}
+
+fn check_retention(what: &str, days: i32) -> anyhow::Result<()> {
+    // The values CloudWatch's PutRetentionPolicy accepts, and 0 for "never expire".
+    const VALID: [i32; 23] = [
+        0, 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+        2922, 3288, 3653,
+    ];
+    if !VALID.contains(&days) {
+        bail!("{what} {days}: CloudWatch accepts only {VALID:?} (0 = never expire)");
+    }
+    Ok(())
+}
+
+/// Naming and routes from the file, with the flags' overrides, checked against the running
+/// destinations. Used at start and on every reload.
+pub fn build_rules(
+    file: &FileConfig,
+    o: &Overrides,
+    destinations: &[Destination],
+) -> anyhow::Result<EventRules> {
+    let mut fields = Fields::default();
+    let template = |flag: &Option<String>,
+                    from_file: &Option<String>,
+                    key: &str,
+                    default: &str,
+                    fields: &mut Fields|
+     -> anyhow::Result<Template> {
+        Ok(match (flag, from_file) {
+            (Some(f), _) => Template::field(f, fields),
+            (None, Some(t)) => Template::parse(t, fields)
+                .map_err(|e| anyhow::anyhow!("{}naming.{key}: {e}", file_prefix(file)))?,
+            (None, None) => Template::field(default, fields),
+        })
+    };
+    let group = template(
+        &o.group_field,
+        &file.naming.group,
+        "group",
+        "CONTAINER_TAG",
+        &mut fields,
+    )?;
+    let stream = template(
+        &o.stream_field,
+        &file.naming.stream,
+        "stream",
+        "CONTAINER_NAME",
+        &mut fields,
+    )?;
+    let names: Vec<&str> = destinations.iter().map(|d| d.name()).collect();
+    let routes = file
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| Route::build(i + 1, spec, &names, &mut fields))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{}{e}", file_prefix(file)))?;
+    Ok(EventRules {
+        fields,
+        group,
+        stream,
+        routes: Routes {
+            routes,
+            everywhere: routes::all(destinations.len()),
+        },
+        hostname_override: o.hostname.clone(),
+        hostname_default: system_hostname(),
+    })
+}
+
+fn file_prefix(file: &FileConfig) -> String {
+    file.path
+        .as_ref()
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
 }
 
 fn system_hostname() -> String {
@@ -314,6 +472,43 @@ fn system_hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_example_configuration_is_valid() {
+        let file =
+            crate::config_file::parse(include_str!("../../deploy/journal-fanout/config.toml"))
+                .unwrap();
+        let dests = [Destination::CloudWatchLogs, Destination::Loggly];
+        let rules = build_rules(&file, &Overrides::default(), &dests).unwrap();
+        assert_eq!(
+            rules.group.source(),
+            "{{ecs_family | default(CONTAINER_TAG)}}"
+        );
+        assert_eq!(retention(&file, &Overrides::default()).unwrap(), Some(30));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = crate::config_file::parse(
+            "[naming]\ngroup = \"{{A}}\"\n[destination.cloudwatchlogs]\nretention_days = 7\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            group_field: Some("B".into()),
+            retention_days: Some(0),
+            ..Overrides::default()
+        };
+        let rules = build_rules(&file, &o, &[Destination::Stdout]).unwrap();
+        assert_eq!(rules.group.source(), "{{B}}");
+        assert_eq!(retention(&file, &o).unwrap(), None);
+        assert_eq!(retention(&file, &Overrides::default()).unwrap(), Some(7));
+        let bad = crate::config_file::parse("[destination.cloudwatchlogs]\nretention_days = 8\n")
+            .unwrap();
+        let e = retention(&bad, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retention_days 8"), "{e}");
+    }
 
     #[test]
     fn destinations_parse_and_reject_unknown() {

@@ -15,8 +15,8 @@ use crate::sinks::Record;
 /// The fields of a journal entry that matter here, copied out of the journal.
 #[derive(Debug, Default, Clone)]
 pub struct JournalEntry {
-    pub group: Option<Vec<u8>>,
-    pub stream: Option<Vec<u8>>,
+    /// The values of the fields naming and routes read (`EventRules::fields`).
+    pub values: Vec<Option<Vec<u8>>>,
     pub message: Option<Vec<u8>>,
     pub priority: Option<Vec<u8>>,
     pub hostname: Option<Vec<u8>>,
@@ -38,13 +38,20 @@ struct Defaults {
     info: Info,
 }
 
-/// Turn a journal entry into a record, or `None` when it is not a container line
-/// (no group field).
+/// Turn a journal entry into a record, or `None` when it is not a container line (the
+/// group template has no value for it).
 pub fn from_journal(rules: &EventRules, e: &JournalEntry) -> Option<Record> {
-    let group = e.group.as_deref().filter(|g| !g.is_empty())?;
-    let group = group_name(&String::from_utf8_lossy(group));
-    let stream = match e.stream.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => stream_name(&String::from_utf8_lossy(s)),
+    let group = rules
+        .group
+        .render(&rules.fields, &e.values)
+        .filter(|g| !g.is_empty())?;
+    let group = group_name(&group);
+    let stream = match rules
+        .stream
+        .render(&rules.fields, &e.values)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => stream_name(&s),
         // A tagged entry without a stream still belongs to its group: never drop it.
         None => "unknown".to_string(),
     };
@@ -276,9 +283,12 @@ mod tests {
     use super::*;
 
     fn rules() -> EventRules {
+        let mut fields = crate::naming::Fields::default();
         EventRules {
-            group_field: "CONTAINER_TAG".into(),
-            stream_field: "CONTAINER_NAME".into(),
+            group: crate::naming::Template::field("CONTAINER_TAG", &mut fields),
+            stream: crate::naming::Template::field("CONTAINER_NAME", &mut fields),
+            fields,
+            routes: Default::default(),
             hostname_override: None,
             hostname_default: "thishost".into(),
         }
@@ -286,8 +296,7 @@ mod tests {
 
     fn entry(msg: &str) -> JournalEntry {
         JournalEntry {
-            group: Some(b"api".to_vec()),
-            stream: Some(b"api:1*x".to_vec()),
+            values: vec![Some(b"api".to_vec()), Some(b"api:1*x".to_vec())],
             message: Some(msg.as_bytes().to_vec()),
             priority: Some(b"3".to_vec()),
             hostname: Some(b"vm1".to_vec()),
@@ -346,7 +355,7 @@ mod tests {
     #[test]
     fn not_a_container_line() {
         let mut e = entry("x");
-        e.group = None;
+        e.values[0] = None;
         assert!(from_journal(&rules(), &e).is_none());
     }
 

@@ -2,15 +2,21 @@
 //! (stdout, CloudWatch Logs), each destination at its own pace from its own saved journal
 //! cursor, so nothing is lost across crashes, restarts or outages: journald is the buffer.
 //!
-//! Data flows one way: `source` (journal or stdin, on a thread) → `event` (entry → ecs event)
-//! → `pipeline` (batches, bounded channel) → `sinks` (deliver) → `checkpoint` (save cursor).
+//! Data flows one way: `source` (the journal, read once for all destinations, or stdin) →
+//! `event` + `naming` (entry → ecs event, group and stream) → `routes` (which destinations) →
+//! `pipeline` (batches, one bounded channel per destination) → `sinks` (deliver) →
+//! `checkpoint` (save that destination's cursor). `config_file` holds naming and routes,
+//! reloaded on SIGHUP or when the file changes.
 
 mod check;
 mod checkpoint;
 mod config;
+mod config_file;
 mod event;
 mod metrics;
+mod naming;
 mod pipeline;
+mod routes;
 // Destinations land here while they are being wired up (see `sinks`).
 #[allow(dead_code)]
 mod sinks;
@@ -44,6 +50,9 @@ fn main() -> ExitCode {
         // SAFETY: restoring a default signal action before any thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    if let Some(config::Command::CheckConfig { file }) = &command {
+        return check::config_file(&args, file.as_deref());
+    }
     let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
@@ -62,8 +71,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(config::Command::Check) = command {
-        return ExitCode::from(runtime.block_on(check::run(&config)));
+    match command {
+        Some(config::Command::Check) => {
+            return ExitCode::from(runtime.block_on(check::run(&config)))
+        }
+        Some(config::Command::CheckConfig { .. }) => unreachable!("handled before"),
+        None => {}
     }
     let code = match runtime.block_on(run(config)) {
         Ok(code) => code,
@@ -79,6 +92,48 @@ fn main() -> ExitCode {
 struct Finished {
     what: String,
     result: anyhow::Result<()>,
+    /// One of the components `run` waits for (a destination's own catch-up reader is not:
+    /// it comes and goes).
+    counted: bool,
+}
+
+/// Read the configuration file again and apply it: naming and routes from the next entry
+/// read, retention for groups created from now on. A bad file changes nothing.
+fn reload(
+    config: &Config,
+    rules: &pipeline::RulesCell,
+    retention: &sinks::cloudwatch::config::Retention,
+    why: &str,
+) {
+    let Some(path) = &config.config_file else {
+        tracing::info!(
+            "{why}: reload requested; nothing to reload (no configuration file, see --config)"
+        );
+        return;
+    };
+    let built = config_file::load(path).and_then(|file| {
+        let r = config::build_rules(&file, &config.overrides, &config.destinations)?;
+        Ok((r, config::retention(&file, &config.overrides)?))
+    });
+    match built {
+        Ok((new, days)) => {
+            let routes = new.routes.routes.len();
+            let (group, stream) = (
+                new.group.source().to_string(),
+                new.stream.source().to_string(),
+            );
+            rules.replace(new);
+            retention.set(days);
+            tracing::info!(
+                file = %path.display(), routes, group, stream,
+                "{why}: configuration reloaded; it applies from the next journal entry read"
+            );
+        }
+        Err(e) => tracing::error!(
+            "{why}: {e:#}; the configuration was not reloaded and the running one stays (fix \
+             the file; it is read again when it changes or on SIGHUP)"
+        ),
+    }
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
@@ -103,6 +158,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
 
     // Delivery side: one task per destination.
     let mut outputs = Vec::new();
+    let retention = sinks::cloudwatch::config::Retention::new(config.cloudwatch_retention_days);
     let tls = sinks::tls::TlsOptions {
         ca_file: config.ca_file.clone(),
     };
@@ -137,7 +193,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             Destination::CloudWatchLogs => {
                 let sink = sinks::cloudwatch::CloudWatchSink::from_env(
                     sinks::cloudwatch::config::CloudWatchConfig {
-                        retention_days: config.cloudwatch_retention_days,
+                        retention_days: retention.clone(),
                     },
                     m.clone(),
                 )
@@ -181,30 +237,55 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
         SourceKind::Stdin => None,
     };
-    // Reading side: the journal once per destination (each from its own cursor), or stdin
-    // once for all.
+    // Reading side: the journal once for every destination, or stdin.
+    let rules = pipeline::RulesCell::new(config.rules.clone());
+    let lanes: Vec<pipeline::Lane> = outputs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, tx, m, _))| pipeline::Lane {
+            bit: 1 << i,
+            tx: tx.clone(),
+            m: m.clone(),
+        })
+        .collect();
+    let rt = tokio::runtime::Handle::current();
     match config.src {
         SourceKind::Journald => {
             #[cfg(feature = "journald")]
-            for (dst, tx, m, checkpoint) in outputs {
-                let cursor = checkpoint.as_ref().map(|c| c.load()).transpose()?.flatten();
-                tracing::info!(
-                    destination = dst.name(),
-                    cursor_file = %checkpoint.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
-                    resume = cursor.is_some(),
-                    "reading the journal"
-                );
+            {
+                let mut starts = Vec::new();
+                for (dst, _, _, checkpoint) in &outputs {
+                    let cursor = checkpoint.as_ref().map(|c| c.load()).transpose()?.flatten();
+                    tracing::info!(
+                        destination = dst.name(),
+                        cursor_file = %checkpoint.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
+                        resume = cursor.is_some(),
+                        "reading the journal"
+                    );
+                    starts.push(cursor);
+                }
                 let files_at_start = journal_access
                     .is_some_and(|o| o.verdict != source::journal_access::Verdict::NoFiles);
+                let own = Arc::new(OwnReaders {
+                    location: config.journal.clone(),
+                    limits: config.limits,
+                    rules: rules.clone(),
+                    stop: stop.clone(),
+                    liveness: liveness.clone(),
+                    done: done_tx.clone(),
+                });
                 spawn_journal_reader(
                     &config,
-                    dst,
-                    ReaderStart {
-                        cursor,
-                        files_at_start,
+                    lanes,
+                    starts,
+                    files_at_start,
+                    SharedParts {
+                        rules: rules.clone(),
+                        hits: metrics.routes.clone(),
+                        own,
+                        rt,
                     },
-                    vec![(tx, m)],
-                    liveness.part(format!("journal reader for {}", dst.name())),
+                    liveness.part("journal reader"),
                     &stop,
                     &done_tx,
                 )?;
@@ -231,7 +312,6 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             );
         }
         SourceKind::Stdin => {
-            let outs: Vec<_> = outputs.into_iter().map(|(_, tx, m, _)| (tx, m)).collect();
             let limits = config.limits;
             let host = config
                 .rules
@@ -247,17 +327,36 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 .spawn(move || {
                     let result = unless_panicked(|| {
                         let mut src = source::stdin::StdinSource::start(host, metrics);
-                        pipeline::read_loop(&mut src, limits, &outs, &stop, &alive)
+                        pipeline::read_loop(
+                            &mut src, limits, lanes, None, None, None, &rt, &stop, &alive,
+                        )
                     });
                     let _ = done.send(Finished {
                         what: "stdin reader".into(),
                         result,
+                        counted: true,
                     });
                 })
                 .context("cannot start the stdin reader thread")?;
             running += 1;
         }
     }
+    // The readers hold the only senders now: a destination's task ends once they are done.
+    drop(outputs);
+    // Reloads: on SIGHUP and when the file changes.
+    let mut watch = match &config.config_file {
+        Some(path) => match daemon_kit::watch::FileWatch::new(path) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    file = %path.display(), error = %e,
+                    "cannot watch the configuration file for changes; reload it with SIGHUP"
+                );
+                None
+            }
+        },
+        None => None,
+    };
     drop(done_tx);
 
     // Destinations are not watched themselves: each network step has a timeout (HTTP 60 s,
@@ -294,11 +393,16 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     tracing::info!("{name}: flushing batches and saving cursors");
                     begin_stop(&mut deadline);
                 }
-                // No configuration file to reload yet; never a reason to stop.
-                daemon_kit::Signal::Reload => tracing::info!("reload requested; nothing to reload"),
+                // Never a reason to stop.
+                daemon_kit::Signal::Reload => reload(&config, &rules, &retention, "SIGHUP"),
             },
+            _ = async { watch.as_mut().unwrap().changed().await }, if watch.is_some() => {
+                reload(&config, &rules, &retention, "the configuration file changed");
+            }
             Some(f) = done_rx.recv() => {
-                running -= 1;
+                if f.counted {
+                    running -= 1;
+                }
                 if let Err(e) = f.result {
                     if is_config_error(&e) {
                         // Its message says it all (what, where, as whom, the fix).
@@ -366,44 +470,56 @@ fn spawn_delivery<S: Sink>(
     let what = format!("destination {}", sink.name());
     tokio::spawn(async move {
         let result = pipeline::deliver_loop(sink, rx, checkpoint, m).await;
-        let _ = done.send(Finished { what, result });
+        let _ = done.send(Finished {
+            what,
+            result,
+            counted: true,
+        });
     });
 }
 
-/// Where a journal reader starts: after its saved cursor if any, else where `--from` says.
+/// What the shared journal reader works with besides the configuration.
 #[cfg(feature = "journald")]
-struct ReaderStart {
-    cursor: Option<String>,
-    /// The journal had files when journal-fanout started; if not, the reader waits for them.
-    files_at_start: bool,
+struct SharedParts {
+    rules: Arc<pipeline::RulesCell>,
+    hits: Arc<metrics::RouteHits>,
+    own: Arc<OwnReaders>,
+    rt: tokio::runtime::Handle,
 }
 
+/// The journal reader shared by every destination. It starts at the cursor most destinations
+/// saved; a destination that saved another one starts on a reader of its own and joins once
+/// it has caught up.
 #[cfg(feature = "journald")]
+#[allow(clippy::too_many_arguments)]
 fn spawn_journal_reader(
     config: &Config,
-    dst: Destination,
-    start: ReaderStart,
-    outs: Vec<(mpsc::Sender<Batch>, Arc<metrics::Destination>)>,
+    lanes: Vec<pipeline::Lane>,
+    starts: Vec<Option<String>>,
+    files_at_start: bool,
+    parts: SharedParts,
     alive: daemon_kit::Part,
     stop: &Arc<AtomicBool>,
     done: &mpsc::UnboundedSender<Finished>,
 ) -> anyhow::Result<()> {
-    let (location, rules, from, limits) = (
-        config.journal.clone(),
-        config.rules.clone(),
-        config.from,
-        config.limits,
-    );
-    let ReaderStart {
-        cursor,
-        files_at_start,
-    } = start;
+    let (location, from, limits) = (config.journal.clone(), config.from, config.limits);
     let stop = stop.clone();
     let done = done.clone();
-    let what = format!("journal reader for {}", dst.name());
+    // The cursor most destinations share (ties: the first destination's).
+    let shared_start = starts
+        .iter()
+        .max_by_key(|c| {
+            (
+                starts.iter().filter(|o| o == c).count(),
+                std::cmp::Reverse(starts.iter().position(|o| o == *c)),
+            )
+        })
+        .cloned()
+        .flatten();
+    let attached: Vec<bool> = starts.iter().map(|c| *c == shared_start).collect();
     // The journal handle is not Send: it is opened and used on this thread only.
     std::thread::Builder::new()
-        .name(format!("journal-{}", dst.name()))
+        .name("journal".into())
         .spawn(move || {
             // A journal without files at the start is opened once they appear, and every
             // entry in it is new. `None`: asked to stop while waiting.
@@ -413,28 +529,123 @@ fn spawn_journal_reader(
                 alive.idle(); // waiting for journald, for as long as it takes
                 source::journal_access::wait_for_files(&location, &stop).then(|| {
                     tracing::info!(
-                        destination = dst.name(),
-                        resume = cursor.is_some(),
                         "journal files appeared; reading them from their first entry (or after \
-                         the saved cursor)"
+                         the saved cursors)"
                     );
                     config::StartAt::Head
                 })
             };
-            let result = unless_panicked(|| match from {
-                Some(from) => source::journald::JournaldSource::open(
+            let result = unless_panicked(|| {
+                let Some(from) = from else { return Ok(()) };
+                let mut src = source::journald::JournaldSource::open(
                     &location,
-                    rules,
-                    cursor.as_deref(),
+                    parts.rules.current(),
+                    shared_start.as_deref(),
                     from,
+                )?;
+                let (joins_tx, joins_rx) = std::sync::mpsc::channel();
+                for ((lane, cursor), attached) in lanes.iter().zip(starts).zip(&attached) {
+                    if !attached {
+                        lane.m.shared_read.store(false, Ordering::Relaxed);
+                        parts
+                            .own
+                            .start(lane.clone(), cursor, from, joins_tx.clone())?;
+                    }
+                }
+                pipeline::read_loop(
+                    &mut src,
+                    limits,
+                    pipeline::Lanes {
+                        lanes,
+                        on_their_own: attached.iter().map(|a| !a).collect(),
+                        joins: (joins_tx, joins_rx),
+                    },
+                    Some(pipeline::RulesView::new(parts.rules.clone())),
+                    Some(parts.hits.clone()),
+                    Some(&*parts.own),
+                    &parts.rt,
+                    &stop,
+                    &alive,
                 )
-                .and_then(|mut src| pipeline::read_loop(&mut src, limits, &outs, &stop, &alive)),
-                None => Ok(()),
             });
-            let _ = done.send(Finished { what, result });
+            let _ = done.send(Finished {
+                what: "journal reader".into(),
+                result,
+                counted: true,
+            });
         })
-        .context("cannot start a journal reader thread")?;
+        .context("cannot start the journal reader thread")?;
     Ok(())
+}
+
+/// Readers of their own for destinations that fell behind (see `pipeline`).
+#[cfg(feature = "journald")]
+struct OwnReaders {
+    location: JournalLocation,
+    limits: config::BatchLimits,
+    rules: Arc<pipeline::RulesCell>,
+    stop: Arc<AtomicBool>,
+    liveness: daemon_kit::Liveness,
+    done: mpsc::UnboundedSender<Finished>,
+}
+
+#[cfg(feature = "journald")]
+impl OwnReaders {
+    /// Read for `lane` alone from after `cursor` (none: per `from`).
+    fn start(
+        &self,
+        lane: pipeline::Lane,
+        cursor: Option<String>,
+        from: config::StartAt,
+        joins: std::sync::mpsc::Sender<pipeline::JoinRequest>,
+    ) -> anyhow::Result<()> {
+        let (location, limits, rules, stop, done) = (
+            self.location.clone(),
+            self.limits,
+            self.rules.clone(),
+            self.stop.clone(),
+            self.done.clone(),
+        );
+        let name = lane.m.name;
+        let alive = self
+            .liveness
+            .part(format!("journal reader for {name} (catching up)"));
+        std::thread::Builder::new()
+            .name(format!("journal-{name}"))
+            .spawn(move || {
+                let result = unless_panicked(|| {
+                    let view = pipeline::RulesView::new(rules.clone());
+                    let mut src = source::journald::JournaldSource::open(
+                        &location,
+                        rules.current(),
+                        cursor.as_deref(),
+                        from,
+                    )?;
+                    pipeline::own_read(&mut src, limits, lane, view, joins, &stop, &alive)
+                });
+                if result.is_err() {
+                    let _ = done.send(Finished {
+                        what: format!("journal reader for {name}"),
+                        result,
+                        counted: false,
+                    });
+                }
+            })
+            .context("cannot start a journal reader thread")?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "journald")]
+impl pipeline::Detach for OwnReaders {
+    fn spawn(
+        &self,
+        lane: pipeline::Lane,
+        cursor: Option<String>,
+        joins: std::sync::mpsc::Sender<pipeline::JoinRequest>,
+    ) -> anyhow::Result<()> {
+        self.start(lane, cursor, config::StartAt::Head, joins)
+    }
 }
 
 /// Look at the journal's files again now and then (see `source::journal_access`).
@@ -459,6 +670,7 @@ fn spawn_journal_access_watch(
             let _ = done.send(Finished {
                 what: "journal access check".into(),
                 result,
+                counted: true,
             });
         })
         .context("cannot start the journal access check thread")?;

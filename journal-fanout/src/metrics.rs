@@ -58,6 +58,14 @@ pub struct Destination {
     pub backlog_known: AtomicBool,
     /// Realtime (µs since the epoch) of the last delivered entry, 0 before one.
     pub delivered_realtime_usec: AtomicU64,
+    /// Container lines that routes sent to other destinations (or nowhere): on purpose, not
+    /// lost.
+    pub routed_away: AtomicU64,
+    /// The destination is fed by the shared journal read (false: it fell behind and reads on
+    /// its own until it catches up).
+    pub shared_read: AtomicBool,
+    /// Times it fell behind and left the shared read.
+    pub shared_read_leaves: AtomicU64,
 }
 
 impl Destination {
@@ -85,6 +93,9 @@ impl Destination {
             backlog: AtomicU64::new(0),
             backlog_known: AtomicBool::new(false),
             delivered_realtime_usec: AtomicU64::new(0),
+            routed_away: AtomicU64::new(0),
+            shared_read: AtomicBool::new(true),
+            shared_read_leaves: AtomicU64::new(0),
         }
     }
 
@@ -169,6 +180,29 @@ pub struct Metrics {
     journal_files_readable: AtomicU64,
     /// Journal files (or directories) that exist where we read but cannot be opened.
     journal_files_unreadable: AtomicU64,
+    /// Entries each route decided.
+    pub routes: Arc<RouteHits>,
+}
+
+/// Entries decided per route number (from 1), summed once per batch.
+#[derive(Debug, Default)]
+pub struct RouteHits(Mutex<Vec<u64>>);
+
+impl RouteHits {
+    /// Add `hits[n]` to route `n`.
+    pub fn add(&self, hits: &[u64]) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < hits.len() {
+            v.resize(hits.len(), 0);
+        }
+        for (i, n) in hits.iter().enumerate() {
+            v[i] += n;
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// A view of [`Metrics`] the registry owns.
@@ -232,9 +266,12 @@ impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &self.0;
         let dests = m.destinations();
-        let series: [(&str, MetricType, Option<Unit>, &str, Get); 12] = [
+        let series: [(&str, MetricType, Option<Unit>, &str, Get); 15] = [
             ("journal_fanout_entries_read", MetricType::Counter, None, "Journal entries read for the destination, container lines or not (each is batched or skipped).", |d| l(&d.entries_read)),
-            ("journal_fanout_entries_skipped", MetricType::Counter, None, "Entries read without the group field (not container lines), not shipped.", |d| l(&d.entries_skipped)),
+            ("journal_fanout_entries_skipped", MetricType::Counter, None, "Entries read for which the group template has no value (not container lines), not shipped.", |d| l(&d.entries_skipped)),
+            ("journal_fanout_entries_routed_away", MetricType::Counter, None, "Container lines that routes sent to other destinations or nowhere (to = []): on purpose, not lost.", |d| l(&d.routed_away)),
+            ("journal_fanout_shared_read", MetricType::Gauge, None, "1 while the destination is fed by the shared journal read; 0 while it fell behind and reads on its own until it catches up.", |d| u64::from(d.shared_read.load(Ordering::Relaxed))),
+            ("journal_fanout_shared_read_leaves", MetricType::Counter, None, "Times the destination fell behind (took no batch for 1 s) and left the shared journal read.", |d| l(&d.shared_read_leaves)),
             ("journal_fanout_events_delivered", MetricType::Counter, None, "Events the destination acknowledged (loss and refusal notices included).", |d| l(&d.events_delivered)),
             ("journal_fanout_delivered", MetricType::Counter, Some(Unit::Bytes), "Message bytes of the events the destination acknowledged.", |d| l(&d.delivered_bytes)),
             ("journal_fanout_events_rejected", MetricType::Counter, None, "Events the destination refused for good (each reported in a notice).", |d| l(&d.events_rejected)),
@@ -324,6 +361,19 @@ impl Collector for Collect {
             for (g, n) in &groups {
                 ConstCounter::new(*n)
                     .encode(f.encode_family(&[("destination", d.name), ("group", g.as_str())])?)?;
+            }
+        }
+        let hits = m.routes.snapshot();
+        if hits.len() > 1 {
+            let mut f = e.encode_descriptor(
+                "journal_fanout_route_entries",
+                "Container lines each [[route]] decided (route = its place in the configuration file, from 1); lines no route matched go to every destination and are not counted here.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (n, v) in hits.iter().enumerate().skip(1) {
+                ConstCounter::new(*v)
+                    .encode(f.encode_family(&[("route", n.to_string().as_str())])?)?;
             }
         }
         let c = ConstCounter::new(l(&m.stdin_rejected));

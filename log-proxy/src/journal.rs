@@ -47,6 +47,10 @@ pub fn container_fields(reference: &str, meta: Option<&Meta>) -> Vec<u8> {
             if let Some(uuid) = m.task_uuid() {
                 encode_field(&mut out, "CONTAINER_TASK_UUID", uuid.as_bytes());
             }
+            // The ECS task definition family, for journal-fanout's `ecs_family` naming.
+            if let Some(family) = m.labels.get(crate::policy::ECS_FAMILY_LABEL) {
+                encode_field(&mut out, "CONTAINER_TASK_FAMILY", family.as_bytes());
+            }
         }
         None => {
             // Docker could not tell us more: what the tag says is all we have.
@@ -319,6 +323,11 @@ mod tests {
             name: "web".into(),
             image_name: "busybox:local".into(),
             task_arn: Some("arn:aws:ecs:us-east-1:1:task/c/uuid1".into()),
+            labels: [(
+                crate::policy::ECS_FAMILY_LABEL.to_string(),
+                "checkout".to_string(),
+            )]
+            .into(),
             ..Default::default()
         };
         let s = String::from_utf8(container_fields("0414557846fd", Some(&m))).unwrap();
@@ -328,6 +337,7 @@ mod tests {
             "CONTAINER_TAG=0414557846fd\n",
             "IMAGE_NAME=busybox:local\n",
             "CONTAINER_TASK_UUID=uuid1\n",
+            "CONTAINER_TASK_FAMILY=checkout\n",
         ] {
             assert!(s.contains(want), "{want} missing in {s}");
         }

@@ -18,6 +18,7 @@ pub mod hostcheck;
 mod liveness;
 pub use exit::{config, config_error, ConfigError};
 mod metrics;
+pub mod watch;
 pub use liveness::{Liveness, Part, Stalled};
 pub use metrics::{encode, registry, ProcessCollector};
 /// The metrics crate the daemons register their figures with (one registry per process).

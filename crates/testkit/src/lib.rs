@@ -130,7 +130,21 @@ impl Journald {
             keepalive: None,
         };
         j.wait_ready();
+        j.keep_alive();
         j
+    }
+
+    /// Hold a stdout stream open (with the stream protocol's header, sending nothing), so
+    /// journald's idle exit never ends a test that waits longer than 30 s without writing.
+    fn keep_alive(&mut self) {
+        use std::io::Write;
+        let path = self.socket.with_file_name("stdout");
+        let mut s = std::os::unix::net::UnixStream::connect(&path)
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", path.display()));
+        // identifier, unit id, priority, level prefix, forward to syslog/kmsg/console.
+        s.write_all(b"testkit-keepalive\n\n6\n0\n0\n0\n0\n")
+            .expect("write the stdout stream header");
+        self.keepalive = Some(s);
     }
 
     fn wait_ready(&mut self) {
@@ -174,6 +188,7 @@ impl Journald {
         self.stop();
         self.child = spawn_journald(&self.namespace);
         self.wait_ready();
+        self.keep_alive();
     }
 
     pub fn namespace(&self) -> &str {

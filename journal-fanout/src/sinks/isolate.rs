@@ -9,6 +9,8 @@ use std::ops::Range;
 use anyhow::Result;
 
 use super::http::Answer;
+use std::sync::Arc;
+
 use super::{Outcome, Record, Rejected};
 
 /// One event rendered for a destination.
@@ -32,7 +34,7 @@ pub trait Requests: Send {
 }
 
 /// Delivers `batch`; returns when every record is accepted or refused (see the sink contract).
-pub async fn deliver<R: Requests>(r: &mut R, batch: &[Record]) -> Result<Outcome> {
+pub async fn deliver<R: Requests>(r: &mut R, batch: &[Arc<Record>]) -> Result<Outcome> {
     let items: Vec<Item> = batch.iter().map(|rec| r.render(rec)).collect();
     let refused = send_isolating(r, &items).await?;
     let rejected = summarize(batch, &refused);
@@ -87,7 +89,7 @@ fn chunks<R: Requests>(r: &R, items: &[Item], order: &[usize]) -> Vec<Range<usiz
 }
 
 /// Refused items grouped by group, stream and reason, in journal order.
-fn summarize(batch: &[Record], refused: &[(usize, String)]) -> Vec<Rejected> {
+fn summarize(batch: &[Arc<Record>], refused: &[(usize, String)]) -> Vec<Rejected> {
     let mut out: Vec<Rejected> = Vec::new();
     for (i, why) in refused {
         let rec = &batch[*i];

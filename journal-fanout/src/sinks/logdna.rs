@@ -167,7 +167,7 @@ impl Sink for Logdna {
         "logdna"
     }
 
-    async fn deliver(&mut self, batch: Vec<Record>) -> Result<Outcome> {
+    async fn deliver(&mut self, batch: Vec<std::sync::Arc<Record>>) -> Result<Outcome> {
         match &mut self.inner {
             Inner::Ingest(ingest) => isolate::deliver(ingest, &batch).await,
             Inner::Syslog {

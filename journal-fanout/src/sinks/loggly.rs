@@ -192,7 +192,7 @@ impl Sink for Loggly {
         "loggly"
     }
 
-    async fn deliver(&mut self, batch: Vec<Record>) -> Result<Outcome> {
+    async fn deliver(&mut self, batch: Vec<std::sync::Arc<Record>>) -> Result<Outcome> {
         match &mut self.inner {
             Inner::Bulk(bulk) => isolate::deliver(bulk, &batch).await,
             Inner::Syslog {

@@ -1,7 +1,8 @@
-//! Destinations. Each one is its own pipeline (own journal reader, own cursor); this module
+//! Destinations. Each one has its own delivery task and cursor (see `pipeline`); this module
 //! defines the contract every destination implements.
 //!
-//! Contract: the pipeline hands a sink a batch of records in journal order (possibly mixing
+//! Contract: the pipeline hands a sink a batch of records in journal order (shared with the
+//! other destinations, hence `Arc`) (possibly mixing
 //! groups and streams, bounded by `--max-batch-size`/`--max-batch-bytes`). The sink splits it
 //! into requests as its API needs, retries transient failures itself (backoff with jitter,
 //! indefinitely: the journal is the buffer), and returns only when every record is either
@@ -11,6 +12,8 @@
 
 pub mod cloudwatch;
 pub mod stdout;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ecs_event::Event;
@@ -53,7 +56,7 @@ pub trait Sink: Send + 'static {
     /// stops this destination.
     fn deliver(
         &mut self,
-        batch: Vec<Record>,
+        batch: Vec<Arc<Record>>,
     ) -> impl std::future::Future<Output = anyhow::Result<Outcome>> + Send;
 }
 

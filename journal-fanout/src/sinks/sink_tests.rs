@@ -65,7 +65,11 @@ fn token(prefix: &str) -> String {
 }
 
 /// `n` events across GROUPS x STREAMS, marked `n=000123`; some multi-line, all with data.
-fn records(n: usize) -> Vec<Record> {
+fn records(n: usize) -> Vec<Arc<Record>> {
+    plain_records(n).into_iter().map(Arc::new).collect()
+}
+
+fn plain_records(n: usize) -> Vec<Record> {
     let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
     (0..n)
         .map(|i| {
@@ -99,7 +103,7 @@ fn marker(msg: &str) -> Option<usize> {
     msg.get(i + 2..i + 8)?.parse().ok()
 }
 
-async fn deliver_all(sink: &mut impl Sink, recs: &[Record], batch: usize) -> Outcome {
+async fn deliver_all(sink: &mut impl Sink, recs: &[Arc<Record>], batch: usize) -> Outcome {
     let mut all = Outcome::default();
     for chunk in recs.chunks(batch) {
         let o = sink.deliver(chunk.to_vec()).await.expect("deliver");
@@ -175,7 +179,7 @@ async fn loggly_bulk_20000_events_arrive_as_the_api_expects() {
     );
     let mut recs = records(20_000);
     // One event far over Loggly's 1 MB per-event limit: truncated with a marker, not dropped.
-    recs[5].event.message = format!("n=000005 {}", "x".repeat(1_500_000));
+    Arc::make_mut(&mut recs[5]).event.message = format!("n=000005 {}", "x".repeat(1_500_000));
     let out = deliver_all(&mut sink, &recs, 2_000).await;
     assert!(out.rejected.is_empty());
     rx.assert_no_violations();
@@ -383,7 +387,7 @@ async fn poisoned_case(dest: &'static str) {
     let tok = token(dest);
     let recs = {
         let mut r = records(2_000);
-        r[1234].event.message = "n=001234 POISON here".into();
+        Arc::make_mut(&mut r[1234]).event.message = "n=001234 POISON here".into();
         r
     };
     let api = if dest == "loggly" {
@@ -401,6 +405,7 @@ async fn poisoned_case(dest: &'static str) {
             let batch = crate::pipeline::Batch {
                 records: chunk.to_vec(),
                 cursor: None,
+                routed_away: 0,
             };
             tx.send(batch).await.unwrap();
         }
@@ -426,7 +431,7 @@ async fn poisoned_case(dest: &'static str) {
     result.expect("delivery loop");
     let recs = {
         let mut r = records(2_000);
-        r[1234].event.message = "n=001234 POISON here".into();
+        Arc::make_mut(&mut r[1234]).event.message = "n=001234 POISON here".into();
         r
     };
     rx.assert_no_violations();
@@ -546,7 +551,12 @@ async fn untrusted_certificates_are_refused_and_ca_file_accepts() {
                 assert!(e.contains("not trusted") && e.contains("--ca-file"), "{e}");
                 assert!(!e.contains(&tok), "token in error: {e}");
                 assert_eq!(rx.event_count(), 0);
-                assert!(rx.state().handshake_errors >= 1);
+                // The receiver records its side of the failed handshake after the client has
+                // seen it fail.
+                until(WAIT, "the receiver to record the refused handshake", || {
+                    (rx.state().handshake_errors >= 1).then_some(())
+                })
+                .await;
             }
         }
     }
@@ -666,14 +676,14 @@ async fn requests_stay_within_the_documented_size_limits() {
         &TlsOptions::default(),
     );
     // One group and stream, so only size splits the requests.
-    let recs: Vec<Record> = records(25)
+    let recs: Vec<Arc<Record>> = plain_records(25)
         .into_iter()
         .enumerate()
         .map(|(i, mut r)| {
             r.group = "big".into();
             r.stream = "s".into();
             r.event.message = format!("n={i:06} {}", "y".repeat(900_000));
-            r
+            Arc::new(r)
         })
         .collect();
     assert!(lg.deliver(recs.clone()).await.unwrap().rejected.is_empty());

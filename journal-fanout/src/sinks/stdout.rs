@@ -45,7 +45,7 @@ impl Sink for StdoutSink {
         "stdout"
     }
 
-    async fn deliver(&mut self, batch: Vec<Record>) -> anyhow::Result<Outcome> {
+    async fn deliver(&mut self, batch: Vec<std::sync::Arc<Record>>) -> anyhow::Result<Outcome> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         for r in &batch {

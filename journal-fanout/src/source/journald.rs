@@ -12,7 +12,9 @@ use anyhow::Context;
 use chrono::{TimeZone, Utc};
 use systemd::journal::{Journal, OpenDirectoryOptions, OpenOptions};
 
-use super::{Loss, Read, Source};
+use std::sync::Arc;
+
+use super::{Entry, Loss, Read, Source};
 use crate::config::{EventRules, JournalLocation, StartAt};
 use crate::event::{self, JournalEntry};
 
@@ -24,7 +26,9 @@ const REOPEN_EVERY: u64 = 10_000;
 pub struct JournaldSource {
     journal: Journal,
     location: JournalLocation,
-    rules: EventRules,
+    rules: Arc<EventRules>,
+    /// `rules.fields`' names as bytes, compared with each field of an entry.
+    wanted: Vec<Vec<u8>>,
     /// The resume landed on an entry that has not been read yet.
     current_unread: bool,
     /// Entries read since the last cursor, and that cursor's position.
@@ -38,7 +42,7 @@ impl JournaldSource {
     /// Open the journal and position it after `cursor` (or per `from` when there is none).
     pub fn open(
         location: &JournalLocation,
-        rules: EventRules,
+        rules: Arc<EventRules>,
         cursor: Option<&str>,
         from: StartAt,
     ) -> anyhow::Result<JournaldSource> {
@@ -46,6 +50,7 @@ impl JournaldSource {
         let mut src = JournaldSource {
             journal,
             location: location.clone(),
+            wanted: wanted(&rules),
             rules,
             current_unread: false,
             read_since_cursor: 0,
@@ -57,6 +62,22 @@ impl JournaldSource {
             Some(c) => src.resume(c)?,
             None => src.start(from)?,
         }
+        Ok(src)
+    }
+
+    /// Open the journal standing before its last `n` entries (`check-config`'s preview).
+    pub fn open_last(
+        location: &JournalLocation,
+        rules: Arc<EventRules>,
+        n: u64,
+    ) -> anyhow::Result<JournaldSource> {
+        let mut src = JournaldSource::open(location, rules, None, StartAt::Tail)?;
+        // `open` stands on the last entry; step back over the n-1 before it.
+        let back = src
+            .journal
+            .previous_skip(n.saturating_sub(1))
+            .context("cannot read the journal")?;
+        src.current_unread = back > 0 || src.journal.cursor().is_ok();
         Ok(src)
     }
 
@@ -143,10 +164,9 @@ impl JournaldSource {
         self.read_since_open += 1;
         let mut e = JournalEntry {
             realtime_usec: self.journal.timestamp_usec().unwrap_or(0),
+            values: vec![None; self.wanted.len()],
             ..JournalEntry::default()
         };
-        let group_field = self.rules.group_field.as_bytes();
-        let stream_field = self.rules.stream_field.as_bytes();
         self.journal.restart_data();
         loop {
             let field = match self.journal.enumerate_data() {
@@ -159,24 +179,24 @@ impl JournaldSource {
                 }
             };
             let (name, value) = (field.name(), field.value().unwrap_or_default());
-            let slot = if name == group_field {
-                &mut e.group
-            } else if name == stream_field {
-                &mut e.stream
-            } else {
-                match name {
-                    b"MESSAGE" => &mut e.message,
-                    b"PRIORITY" => &mut e.priority,
-                    b"_HOSTNAME" => &mut e.hostname,
-                    b"_PID" => &mut e.pid,
-                    b"_UID" => &mut e.uid,
-                    b"_GID" => &mut e.gid,
-                    b"CODE_FILE" => &mut e.code_file,
-                    b"CODE_LINE" => &mut e.code_line,
-                    b"CODE_FUNC" => &mut e.code_func,
-                    b"MESSAGE_ID" => &mut e.message_id,
-                    _ => continue,
+            // Fields the naming templates and routes read (a handful: a linear scan).
+            if let Some(i) = self.wanted.iter().position(|w| w == name) {
+                if e.values[i].is_none() {
+                    e.values[i] = Some(value.to_vec());
                 }
+            }
+            let slot = match name {
+                b"MESSAGE" => &mut e.message,
+                b"PRIORITY" => &mut e.priority,
+                b"_HOSTNAME" => &mut e.hostname,
+                b"_PID" => &mut e.pid,
+                b"_UID" => &mut e.uid,
+                b"_GID" => &mut e.gid,
+                b"CODE_FILE" => &mut e.code_file,
+                b"CODE_LINE" => &mut e.code_line,
+                b"CODE_FUNC" => &mut e.code_func,
+                b"MESSAGE_ID" => &mut e.message_id,
+                _ => continue,
             };
             // The first occurrence wins when a field repeats.
             if slot.is_none() {
@@ -185,10 +205,27 @@ impl JournaldSource {
         }
         let size = e.message.as_ref().map_or(0, Vec::len);
         Ok(match event::from_journal(&self.rules, &e) {
-            Some(r) => Read::Record(r, size),
+            Some(record) => {
+                let d = self.rules.routes.decide(&record, &e.values);
+                Read::Record(Entry {
+                    record,
+                    size,
+                    to: d.to,
+                    route: d.route,
+                })
+            }
             None => Read::Skipped,
         })
     }
+}
+
+fn wanted(rules: &EventRules) -> Vec<Vec<u8>> {
+    rules
+        .fields
+        .names()
+        .iter()
+        .map(|n| n.as_bytes().to_vec())
+        .collect()
 }
 
 impl Source for JournaldSource {
@@ -255,6 +292,11 @@ impl Source for JournaldSource {
 
     fn take_loss(&mut self) -> Option<Loss> {
         self.loss.take()
+    }
+
+    fn set_rules(&mut self, rules: Arc<EventRules>) {
+        self.wanted = wanted(&rules);
+        self.rules = rules;
     }
 }
 
@@ -326,14 +368,14 @@ fn open(location: &JournalLocation) -> anyhow::Result<Journal> {
 
 /// The parts of a cursor string used to measure gaps (`s=`, `i=`, `t=`; protocols.md §4.7).
 #[derive(Debug, Clone, PartialEq)]
-struct Position {
+pub struct Position {
     seqnum_id: String,
     seqnum: u64,
     realtime_usec: u64,
 }
 
 impl Position {
-    fn parse(cursor: &str) -> Option<Position> {
+    pub fn parse(cursor: &str) -> Option<Position> {
         let (mut s, mut i, mut t) = (None, None, None);
         for part in cursor.split(';') {
             match part.split_once('=') {
@@ -348,6 +390,12 @@ impl Position {
             seqnum: i?,
             realtime_usec: t?,
         })
+    }
+
+    /// Whether `self` comes after `other` in the journal (`None`: different sequences, so
+    /// not comparable).
+    pub fn after(&self, other: &Position) -> Option<std::cmp::Ordering> {
+        (self.seqnum_id == other.seqnum_id).then(|| self.seqnum.cmp(&other.seqnum))
     }
 
     fn time(&self) -> chrono::DateTime<Utc> {

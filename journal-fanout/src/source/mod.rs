@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::routes::DestSet;
 use crate::sinks::Record;
 
 #[cfg(feature = "journald")]
@@ -14,12 +15,35 @@ pub mod journal_access;
 pub mod journald;
 pub mod stdin;
 
+/// A container line and where it goes.
+pub struct Entry {
+    pub record: Record,
+    /// Its message size in bytes (for batch limits).
+    pub size: usize,
+    /// The destinations its route sends it to.
+    pub to: DestSet,
+    /// The route that decided (`None`: no route matched, so every destination).
+    pub route: Option<usize>,
+}
+
+impl Entry {
+    /// A line for every destination (sources without routes).
+    pub fn everywhere(record: Record, size: usize) -> Entry {
+        Entry {
+            record,
+            size,
+            to: DestSet::MAX,
+            route: None,
+        }
+    }
+}
+
 /// One step of reading.
-// Records are moved once per line; boxing them would cost an allocation each.
+// Entries are moved once per line; boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 pub enum Read {
-    /// A container line, with its size in bytes (for batch limits).
-    Record(Record, usize),
+    /// A container line.
+    Record(Entry),
     /// An entry that is not a container line (no group field): skipped.
     Skipped,
     /// Nothing more right now; `wait` for more.
@@ -63,4 +87,7 @@ pub trait Source {
     fn take_loss(&mut self) -> Option<Loss> {
         None
     }
+
+    /// New naming and routes (a reload), used from the next entry read.
+    fn set_rules(&mut self, _rules: std::sync::Arc<crate::config::EventRules>) {}
 }

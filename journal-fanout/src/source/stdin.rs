@@ -76,7 +76,7 @@ impl StdinSource {
             return Read::Skipped;
         }
         match parse_line(text, &self.host) {
-            Ok(r) => Read::Record(r, text.len()),
+            Ok(r) => Read::Record(super::Entry::everywhere(r, text.len())),
             Err(why) => {
                 self.metrics.stdin_rejected();
                 tracing::warn!(line = self.line_no, "stdin: skipping line: {why}");

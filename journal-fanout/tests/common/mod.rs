@@ -438,6 +438,42 @@ pub fn moto_events(endpoint: &str) -> BTreeMap<(String, String), Vec<Value>> {
     })
 }
 
+/// Every log group in moto with its retention in days (`None`: never expires).
+pub fn moto_retention(endpoint: &str) -> BTreeMap<String, Option<i32>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conf = aws_sdk_cloudwatchlogs::Config::builder()
+            .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
+            .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        let client = aws_sdk_cloudwatchlogs::Client::from_conf(conf);
+        let groups = client
+            .describe_log_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .expect("describe-log-groups on moto");
+        groups
+            .into_iter()
+            .map(|g| {
+                (
+                    g.log_group_name().unwrap_or_default().to_string(),
+                    g.retention_in_days(),
+                )
+            })
+            .collect()
+    })
+}
+
 /// The `message` of every stored event, across all streams.
 pub fn all_messages(events: &BTreeMap<(String, String), Vec<Value>>) -> Vec<String> {
     events

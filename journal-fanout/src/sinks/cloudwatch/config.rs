@@ -11,8 +11,30 @@ use aws_config::BehaviorVersion;
 
 #[derive(Debug, Clone, Default)]
 pub struct CloudWatchConfig {
-    /// Retention set on groups journal-fanout creates (`--cloudwatch-retention-days`).
-    pub retention_days: Option<i32>,
+    /// Retention set on groups journal-fanout creates (`--cloudwatch-retention-days`, the
+    /// file's `destination.cloudwatchlogs.retention_days`; a reload changes it).
+    pub retention_days: Retention,
+}
+
+/// Days of retention for new groups (`None`: never expire), shared with the reload.
+#[derive(Debug, Clone, Default)]
+pub struct Retention(std::sync::Arc<std::sync::atomic::AtomicI32>);
+
+impl Retention {
+    pub fn new(days: Option<i32>) -> Retention {
+        let r = Retention::default();
+        r.set(days);
+        r
+    }
+
+    pub fn set(&self, days: Option<i32>) {
+        self.0
+            .store(days.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<i32> {
+        Some(self.0.load(std::sync::atomic::Ordering::Relaxed)).filter(|d| *d != 0)
+    }
 }
 
 /// A client from the environment, or an error telling the operator what to set.

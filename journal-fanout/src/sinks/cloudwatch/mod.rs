@@ -48,7 +48,7 @@ impl Sink for CloudWatchSink {
         "cloudwatchlogs"
     }
 
-    async fn deliver(&mut self, batch: Vec<Record>) -> anyhow::Result<Outcome> {
+    async fn deliver(&mut self, batch: Vec<std::sync::Arc<Record>>) -> anyhow::Result<Outcome> {
         let streams = request::build(batch);
         let this = &*self;
         let results: Vec<anyhow::Result<Vec<Rejected>>> = stream::iter(streams)
@@ -97,8 +97,13 @@ impl CloudWatchSink {
                     ))
                 }
                 Err(Failure::Missing) => {
-                    match service::ensure(&self.client, group, stream, self.config.retention_days)
-                        .await
+                    match service::ensure(
+                        &self.client,
+                        group,
+                        stream,
+                        self.config.retention_days.get(),
+                    )
+                    .await
                     {
                         Ok(()) | Err(Failure::Missing) => {
                             created = true;

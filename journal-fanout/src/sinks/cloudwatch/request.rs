@@ -35,7 +35,7 @@ pub struct StreamRequests {
 }
 
 /// Split a batch into per-stream requests (streams in order of first appearance).
-pub fn build(batch: Vec<Record>) -> Vec<StreamRequests> {
+pub fn build(batch: Vec<std::sync::Arc<Record>>) -> Vec<StreamRequests> {
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     let mut streams: Vec<(String, String, Vec<LogEvent>)> = Vec::new();
     for r in batch {
@@ -43,7 +43,7 @@ pub fn build(batch: Vec<Record>) -> Vec<StreamRequests> {
             timestamp_ms: r.event.time.timestamp_millis().max(0),
             message: message(&r.event),
         };
-        let key = (r.group, r.stream);
+        let key = (r.group.clone(), r.stream.clone());
         let i = match index.get(&key) {
             Some(&i) => i,
             None => {
@@ -136,12 +136,12 @@ mod tests {
     use chrono::TimeZone;
     use ecs_event::Level;
 
-    fn rec(stream: &str, ms: i64, msg: &str) -> Record {
-        Record {
+    fn rec(stream: &str, ms: i64, msg: &str) -> std::sync::Arc<Record> {
+        std::sync::Arc::new(Record {
             group: "g".into(),
             stream: stream.into(),
             event: Event::new(Level::Info, Utc.timestamp_millis_opt(ms).unwrap(), msg),
-        }
+        })
     }
 
     fn check(reqs: &[Vec<LogEvent>]) {
