@@ -147,8 +147,26 @@ impl Template {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Expr(terms) => {
-                    let v = terms.iter().find_map(|t| term_value(t, fields, values))?;
-                    out.push_str(&v);
+                    // A plain field is copied straight in (the common case, once per entry).
+                    let done = terms.iter().any(|t| match t {
+                        Term::Field(i) => match values.get(*i).and_then(|v| v.as_deref()) {
+                            Some(v) if !v.is_empty() => {
+                                out.push_str(&String::from_utf8_lossy(v));
+                                true
+                            }
+                            _ => false,
+                        },
+                        t => match term_value(t, fields, values) {
+                            Some(v) => {
+                                out.push_str(&v);
+                                true
+                            }
+                            None => false,
+                        },
+                    });
+                    if !done {
+                        return None;
+                    }
                 }
             }
         }
