@@ -621,7 +621,7 @@ impl OwnReaders {
                         cursor.as_deref(),
                         from,
                     )?;
-                    pipeline::own_read(&mut src, limits, lane, view, joins, &stop, &alive)
+                    pipeline::own_read(&mut src, limits, lane, cursor, view, joins, &stop, &alive)
                 });
                 if result.is_err() {
                     let _ = done.send(Finished {

@@ -158,8 +158,10 @@ pub struct JoinRequest {
 }
 
 enum Answer {
-    /// Read exactly up to the offered position; here is what it batched and not yet sent.
-    Joined(Batch),
+    /// Read exactly up to the offered position; here is what it batched and not yet sent,
+    /// and the cursor of the last batch it did send (where to start again should it fall
+    /// behind before `carry` is taken).
+    Joined { carry: Batch, sent: Option<String> },
     /// Cannot stand on the offered position now; it stays on its own.
     Stay,
 }
@@ -437,11 +439,12 @@ impl Shared<'_> {
         if req.offer.send(here.clone()).is_err() || here.is_none() {
             return Ok(());
         }
-        if let Ok(Answer::Joined(carry)) = req.answer.recv() {
+        if let Ok(Answer::Joined { carry, sent }) = req.answer.recv() {
             let l = &mut self.lanes[i];
             l.attached = true;
             l.last_accept = Instant::now();
-            l.handed = here;
+            // Not `here`: until its channel takes `carry`, the entries in it are only there.
+            l.handed = sent;
             l.pending.push_back(carry);
             l.lane.m.shared_read.store(true, Ordering::Relaxed);
             tracing::info!(
@@ -461,6 +464,7 @@ pub fn own_read(
     src: &mut dyn Source,
     limits: BatchLimits,
     lane: Lane,
+    start: Option<String>,
     mut rules: RulesView,
     joins: std::sync::mpsc::Sender<JoinRequest>,
     stop: &AtomicBool,
@@ -469,51 +473,58 @@ pub fn own_read(
     let mut b = Builder::new(limits);
     b.lanes = vec![(lane.bit, lane.m.clone())];
     b.away = vec![0];
-    let send = |b: &mut Builder, src: &mut dyn Source| -> anyhow::Result<()> {
-        let cursor = src.cursor()?;
-        if let Some(batch) = b.take(cursor, &[true]).pop().flatten() {
-            alive.idle();
-            lane.tx
-                .blocking_send(batch)
-                .map_err(|_| anyhow::anyhow!("destination {} has stopped", lane.m.name))?;
-            alive.beat();
-        }
-        Ok(())
-    };
+    // The cursor of the last batch this reader sent.
+    let mut sent = start;
+    let send =
+        |b: &mut Builder, src: &mut dyn Source, sent: &mut Option<String>| -> anyhow::Result<()> {
+            let cursor = src.cursor()?;
+            if let Some(batch) = b.take(cursor, &[true]).pop().flatten() {
+                let c = batch.cursor.clone();
+                alive.idle();
+                lane.tx
+                    .blocking_send(batch)
+                    .map_err(|_| anyhow::anyhow!("destination {} has stopped", lane.m.name))?;
+                alive.beat();
+                if c.is_some() {
+                    *sent = c;
+                }
+            }
+            Ok(())
+        };
     let mut last_offer = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
-            return send(&mut b, src);
+            return send(&mut b, src, &mut sent);
         }
         rules.refresh(src);
         match src.read()? {
             Read::Record(e) => {
                 b.push(e);
                 if b.full() {
-                    send(&mut b, src)?;
+                    send(&mut b, src, &mut sent)?;
                 }
             }
             Read::Skipped => {
                 b.skipped += 1;
                 if b.entries.is_empty() && b.skipped >= SKIPPED_CHECKPOINT {
-                    send(&mut b, src)?;
+                    send(&mut b, src, &mut sent)?;
                 }
             }
             Read::Idle => {
                 alive.beat();
                 if last_offer.elapsed() >= JOIN_EVERY {
                     last_offer = Instant::now();
-                    if try_join(src, &mut b, lane.bit, &joins)? {
+                    if try_join(src, &mut b, lane.bit, &joins, &sent)? {
                         return Ok(());
                     }
                 }
                 match b.due_in() {
-                    Some(d) if d.is_zero() => send(&mut b, src)?,
+                    Some(d) if d.is_zero() => send(&mut b, src, &mut sent)?,
                     Some(d) => src.wait(d.min(POLL))?,
                     None => src.wait(POLL)?,
                 }
             }
-            Read::End => return send(&mut b, src),
+            Read::End => return send(&mut b, src, &mut sent),
         }
         if let Some(loss) = src.take_loss() {
             b.add_loss(loss, vec![lane.m.clone()]);
@@ -528,6 +539,7 @@ fn try_join(
     b: &mut Builder,
     bit: DestSet,
     joins: &std::sync::mpsc::Sender<JoinRequest>,
+    sent: &Option<String>,
 ) -> anyhow::Result<bool> {
     use crate::source::journald::Position;
     let (offer_tx, offer_rx) = std::sync::mpsc::sync_channel(1);
@@ -552,7 +564,10 @@ fn try_join(
             (Some(h), Some(t)) => match h.after(t) {
                 Some(std::cmp::Ordering::Equal) => {
                     let carry = b.take(Some(there), &[true]).pop().flatten();
-                    let _ = answer_tx.send(Answer::Joined(carry.unwrap_or_default()));
+                    let _ = answer_tx.send(Answer::Joined {
+                        carry: carry.unwrap_or_default(),
+                        sent: sent.clone(),
+                    });
                     return Ok(true);
                 }
                 Some(std::cmp::Ordering::Less) => {}
@@ -885,5 +900,244 @@ mod tests {
         assert_eq!(msgs[1], "1");
         assert!(msgs[2].starts_with("journal-fanout: 5 events"));
         assert_eq!(&msgs[3..], ["2", "3"]);
+    }
+
+    /// A journal in memory: entries are sequence numbers; cursors carry them as `i=`.
+    #[derive(Clone, Default)]
+    struct Journal(Arc<Mutex<Vec<u64>>>);
+
+    struct FakeSource {
+        journal: Journal,
+        /// Index of the next entry to read.
+        pos: usize,
+    }
+
+    impl FakeSource {
+        fn open(journal: &Journal, cursor: Option<&str>) -> FakeSource {
+            let pos = cursor.map_or(0, |c| {
+                let seq = crate::metrics::cursor_field(c, "i").unwrap();
+                journal
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .position(|&s| s == seq)
+                    .unwrap()
+                    + 1
+            });
+            FakeSource {
+                journal: journal.clone(),
+                pos,
+            }
+        }
+    }
+
+    impl Source for FakeSource {
+        fn read(&mut self) -> anyhow::Result<Read> {
+            let seq = self.journal.0.lock().unwrap().get(self.pos).copied();
+            Ok(match seq {
+                Some(seq) => {
+                    self.pos += 1;
+                    let record = Record {
+                        group: "g".into(),
+                        stream: "s".into(),
+                        event: Event::new(Level::Info, Utc::now(), seq.to_string()),
+                    };
+                    Read::Record(Entry {
+                        record,
+                        size: 10,
+                        to: DestSet::MAX,
+                        route: None,
+                    })
+                }
+                None => Read::Idle,
+            })
+        }
+
+        fn wait(&mut self, timeout: Duration) -> anyhow::Result<()> {
+            std::thread::sleep(timeout.min(Duration::from_millis(2)));
+            Ok(())
+        }
+
+        fn cursor(&mut self) -> anyhow::Result<Option<String>> {
+            Ok(self.pos.checked_sub(1).map(|i| {
+                let seq = self.journal.0.lock().unwrap()[i];
+                format!("s=ab;i={seq:x};b=cd;m=0;t=0;x=0")
+            }))
+        }
+    }
+
+    struct FakeDetach {
+        journal: Journal,
+        stop: Arc<AtomicBool>,
+        rules: Arc<RulesCell>,
+    }
+
+    impl Detach for FakeDetach {
+        fn spawn(
+            &self,
+            lane: Lane,
+            cursor: Option<String>,
+            joins: std::sync::mpsc::Sender<JoinRequest>,
+        ) -> anyhow::Result<()> {
+            let (journal, stop, rules) =
+                (self.journal.clone(), self.stop.clone(), self.rules.clone());
+            std::thread::spawn(move || {
+                let alive = daemon_kit::Liveness::new().part("own");
+                let mut src = FakeSource::open(&journal, cursor.as_deref());
+                let limits = BatchLimits {
+                    max_events: 500,
+                    max_bytes: 1 << 20,
+                    flush_timeout: Duration::from_millis(20),
+                };
+                own_read(
+                    &mut src,
+                    limits,
+                    lane,
+                    cursor,
+                    RulesView::new(rules),
+                    joins,
+                    &stop,
+                    &alive,
+                )
+                .unwrap();
+            });
+            Ok(())
+        }
+    }
+
+    fn rules() -> EventRules {
+        let mut fields = crate::naming::Fields::default();
+        EventRules {
+            group: crate::naming::Template::field("G", &mut fields),
+            stream: crate::naming::Template::field("S", &mut fields),
+            fields,
+            routes: Default::default(),
+            hostname_override: None,
+            hostname_default: "h".into(),
+        }
+    }
+
+    /// A destination that stalls again and again (leaving, catching up, rejoining, sometimes
+    /// leaving again before its first batch back was taken) gets every entry, in order, and
+    /// the other one is never held back for long.
+    #[test]
+    fn a_destination_that_keeps_stalling_loses_nothing_across_leaving_and_rejoining() {
+        const N: u64 = 30_000;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let journal = Journal::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stall = Arc::new(AtomicBool::new(false));
+        let mut got: Vec<Arc<Mutex<Vec<u64>>>> = Vec::new();
+        let mut lanes = Vec::new();
+        for (i, name) in ["fast", "stalling"].into_iter().enumerate() {
+            let (tx, mut rx) = mpsc::channel::<Batch>(QUEUED_BATCHES);
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            got.push(seen.clone());
+            let stall = (i == 1).then(|| stall.clone());
+            std::thread::spawn(move || {
+                while let Some(b) = rx.blocking_recv() {
+                    if let Some(stall) = &stall {
+                        // Slow (100 ms a batch), and now and then not at all.
+                        std::thread::sleep(Duration::from_millis(100));
+                        while stall.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                    let mut v = seen.lock().unwrap();
+                    v.extend(
+                        b.records
+                            .iter()
+                            .map(|r| r.event.message.parse::<u64>().unwrap()),
+                    );
+                }
+            });
+            lanes.push(Lane {
+                bit: 1 << i,
+                tx,
+                m: Arc::new(metrics::Destination::new(name)),
+            });
+        }
+        let stalling = lanes[1].m.clone();
+        let cell = RulesCell::new(rules());
+        let detach = FakeDetach {
+            journal: journal.clone(),
+            stop: stop.clone(),
+            rules: cell.clone(),
+        };
+        let reader = {
+            let (journal, stop, rt, cell) = (
+                journal.clone(),
+                stop.clone(),
+                rt.handle().clone(),
+                cell.clone(),
+            );
+            std::thread::spawn(move || {
+                let alive = daemon_kit::Liveness::new().part("shared");
+                let mut src = FakeSource::open(&journal, None);
+                let limits = BatchLimits {
+                    max_events: 500,
+                    max_bytes: 1 << 20,
+                    flush_timeout: Duration::from_millis(20),
+                };
+                read_loop(
+                    &mut src,
+                    limits,
+                    lanes,
+                    Some(RulesView::new(cell)),
+                    None,
+                    Some(&detach),
+                    &rt,
+                    &stop,
+                    &alive,
+                )
+                .unwrap();
+            })
+        };
+        // Entries keep coming while the second destination stalls for 1.3 s, runs for a
+        // moment, and stalls again.
+        let writer = {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                for seq in 1..=N {
+                    journal.0.lock().unwrap().push(seq);
+                    // About 10 s in all: past the last stall.
+                    if seq % 10 == 0 {
+                        std::thread::sleep(Duration::from_micros(3_300));
+                    }
+                }
+            })
+        };
+        // Stall, and stall again the moment it is back on the shared read: its first batch
+        // back is then still waiting for room when it leaves again.
+        for _ in 0..3 {
+            stall.store(true, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(1300));
+            stall.store(false, Ordering::Relaxed);
+            let until = Instant::now() + Duration::from_secs(10);
+            while !stalling.shared_read.load(Ordering::Relaxed) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        writer.join().unwrap();
+        let all: Vec<u64> = (1..=N).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.iter().any(|g| *g.lock().unwrap() != all) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (name, g) in ["fast", "stalling"].iter().zip(&got) {
+            let g = g.lock().unwrap();
+            let missing: Vec<_> = all.iter().filter(|s| !g.contains(s)).take(10).collect();
+            assert!(missing.is_empty(), "{name} is missing {missing:?}");
+            assert_eq!(*g, all, "{name}: entries twice or out of order");
+        }
+        let leaves = stalling.shared_read_leaves.load(Ordering::Relaxed);
+        assert!(leaves >= 2, "it left the shared read {leaves} time(s)");
+        stop.store(true, Ordering::Relaxed);
+        reader.join().unwrap();
     }
 }
