@@ -248,6 +248,12 @@ fn daemon_json(path: &Path, socket: &Address) -> Finding {
 
 fn docker_api(host: &str) -> Finding {
     const WHAT: &str = "Docker API";
+    if host == crate::docker::NO_DOCKER {
+        return Finding::ok(
+            WHAT,
+            "not used (--docker-host none): lines carry their tag only",
+        );
+    }
     let Some(path) = host.strip_prefix("unix://") else {
         return Finding::ok(WHAT, format!("{host} (network: not checked)"));
     };

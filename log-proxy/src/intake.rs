@@ -66,6 +66,9 @@ pub struct Messages {
     pub ends: Vec<usize>,
     /// Messages cut at [`MAX_MESSAGE`].
     pub truncated: u64,
+    /// Each message's sender pid, where the kernel told it (`SO_PASSCRED` on a unix
+    /// datagram socket; 0: not known). Empty when no credentials are asked for.
+    pub pids: Vec<u32>,
 }
 
 impl Messages {
@@ -81,6 +84,11 @@ impl Messages {
     pub fn push(&mut self, m: &[u8]) {
         self.buf.extend_from_slice(m);
         self.ends.push(self.buf.len());
+    }
+
+    /// The sender pid of message `i`, when known.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.pids.get(i).copied().filter(|&p| p != 0)
     }
 
     /// Push a message that was cut, with the visible marker (before a trailing newline).
@@ -580,6 +588,7 @@ impl DgramReceiver {
             buf: Vec::with_capacity(n * 160),
             ends: Vec::with_capacity(n),
             truncated: 0,
+            pids: Vec::new(),
         };
         let each = crate::trust::control_len();
         for (i, h) in self.hdrs.iter_mut().take(n).enumerate() {
@@ -600,6 +609,8 @@ impl DgramReceiver {
                     h.msg_hdr.msg_flags = 0;
                     continue;
                 }
+                // Untagged lines get a budget per sending process (see `proxy`).
+                batch.pids.push(sender.map_or(0, |s| s.pid.max(0) as u32));
             }
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 batch.truncated += 1;

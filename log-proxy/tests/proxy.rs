@@ -71,15 +71,14 @@ fn unknown_container_with_docker_running_still_arrives() {
 }
 
 #[test]
-fn bad_input_is_forwarded_raw_and_counted_never_wedges() {
+fn bad_input_is_forwarded_as_text_and_counted_never_wedges() {
     let jd = Journald::start();
     let proxy = Proxy::start(jd.socket(), NO_DOCKER);
     let garbage: Vec<&[u8]> = vec![
         b"this is not syslog",
         b"",
         b"\x00\x01\x02\xff\xfe binary",
-        b"<999>1 bad pri",
-        b"<30>1 truncated header",
+        b"<1999>1 bad pri",
     ];
     for g in &garbage {
         proxy.send(g);
@@ -87,6 +86,9 @@ fn bad_input_is_forwarded_raw_and_counted_never_wedges() {
     // The biggest datagram the kernel lets a unix datagram sender send.
     let big = vec![b'z'; 200_000];
     proxy.send(&big);
+    // Not Docker's forms, but syslog as journald reads it: untagged local lines.
+    proxy.send(b"<999>1 bad pri");
+    proxy.send(b"<30>1 truncated header");
     let id = random_id();
     proxy.send(&rfc5424(&id, b"still alive"));
     jd.wait_for_count(
@@ -104,9 +106,17 @@ fn bad_input_is_forwarded_raw_and_counted_never_wedges() {
         .map(|e| field_bytes(e, "MESSAGE").unwrap_or_default())
         .collect();
     assert!(msgs.contains(&b"this is not syslog".to_vec()), "{msgs:?}");
-    assert!(msgs.contains(&b"\x00\x01\x02\xff\xfe binary".to_vec()));
+    // As text: the NUL shown as U+FFFD, never written.
+    let mut binary = "\u{FFFD}".as_bytes().to_vec();
+    binary.extend_from_slice(b"\x01\x02\xff\xfe binary");
+    assert!(msgs.contains(&binary), "{msgs:?}");
+    assert!(msgs.contains(&b"<1999>1 bad pri".to_vec()));
     assert!(msgs.iter().any(|m| m.len() == 200_000));
-    assert!(proxy.metric("log_proxy_unparsable_lines_total") >= 5);
+    assert_eq!(proxy.metric("log_proxy_unparsable_lines_total"), 5);
+    let local = jd.wait_for_count(&["MESSAGE=1 bad pri"], 1, Duration::from_secs(20));
+    assert_eq!(field(&local[0], "PRIORITY").as_deref(), Some("7"));
+    assert_eq!(field(&local[0], "SYSLOG_FACILITY").as_deref(), Some("124"));
+    jd.wait_for_count(&["MESSAGE=1 truncated header"], 1, Duration::from_secs(20));
 }
 
 #[test]
