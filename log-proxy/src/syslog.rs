@@ -73,6 +73,7 @@ pub fn parse(input: &[u8]) -> Option<Message<'_>> {
 
 /// Docker's forms, strictly: `<PRI>1 TIMESTAMP …` with an RFC 3339 (or nil) timestamp, or
 /// `<PRI>TIMESTAMP HOST TAG: …`. Anything else is left to [`parse_local`].
+#[inline]
 fn parse_docker(input: &[u8]) -> Option<Message<'_>> {
     let input = trim_trailer(input);
     let (pri, rest) = parse_pri(input)?;
@@ -185,19 +186,30 @@ fn parse_3164_host(b: &[u8], facility: u8, severity: u8) -> Option<Message<'_>> 
     } else {
         return None;
     };
-    let (host, after_host) = token(b)?;
-    if host.is_empty() || !host.iter().all(|&c| is_host_char(c)) {
+    // One pass: the host ends at a space; any other byte a host cannot hold ends the try
+    // early (a local `TAG[PID]:` fails at its `[`).
+    let end = b.iter().position(|&c| !is_host_char(c))?;
+    if end == 0 || b[end] != b' ' {
         return None;
     }
-    let (tag_field, msg) = token(after_host).unwrap_or((after_host, &[]));
-    if !tag_field.ends_with(b":") || tag_field.len() < 2 {
-        return None;
+    let after_host = &b[end + 1..];
+    // One pass over `TAG[PID]:`: where the tag ends (`[` or `:`) and where the word does.
+    let mut tag_end = None;
+    let mut word_end = after_host.len();
+    for (i, &c) in after_host.iter().enumerate() {
+        match c {
+            b' ' => {
+                word_end = i;
+                break;
+            }
+            b'[' | b':' if tag_end.is_none() => tag_end = Some(i),
+            _ => {}
+        }
     }
-    let end = tag_field
-        .iter()
-        .position(|&c| c == b'[' || c == b':')
-        .unwrap_or(tag_field.len());
-    if end == 0 {
+    let tag_field = &after_host[..word_end];
+    let msg = after_host.get(word_end + 1..).unwrap_or_default();
+    let end = tag_end.unwrap_or(word_end);
+    if !tag_field.ends_with(b":") || end == 0 {
         return None;
     }
     Some(Message {
@@ -238,7 +250,8 @@ fn parse_local(input: &[u8]) -> Option<Message<'_>> {
     let b = &input[..end];
     let start = b.iter().position(|&c| !is_ws(c)).unwrap_or(b.len());
     let b = &b[start..];
-    let b = match b.iter().position(|&c| c == 0) {
+    // The whole line is scanned for a NUL: SIMD (memchr), the bulk of this path's time.
+    let b = match memchr::memchr(0, b) {
         Some(nul) => &b[..nul],
         None => b,
     };
@@ -262,8 +275,9 @@ fn journald_pri(b: &[u8]) -> Option<(u16, &[u8])> {
     if b.first() != Some(&b'<') {
         return None;
     }
-    let k = b.iter().position(|&c| c == b'>')?;
-    if !(2..=4).contains(&k) {
+    // journald takes the first `>` anywhere; only one at 2..=4 can make a PRI.
+    let k = b.iter().take(5).position(|&c| c == b'>')?;
+    if k < 2 {
         return None;
     }
     let mut pri: u16 = 0;
@@ -276,20 +290,22 @@ fn journald_pri(b: &[u8]) -> Option<(u16, &[u8])> {
     Some((pri, &b[k + 1..]))
 }
 
-/// `syslog_skip_timestamp`: skip `Mmm dd hh:mm:ss ` when all 16 bytes have its shape.
+/// `syslog_skip_timestamp`: skip `Mmm dd hh:mm:ss ` when all 16 bytes have its shape:
+/// letters, a space, then space-or-digit + digit pairs separated by space, `:`, `:`, and a
+/// space.
 fn skip_timestamp(b: &[u8]) -> &[u8] {
-    // L letter, S space, N digit, s space or digit, C colon
-    const SHAPE: &[u8; 16] = b"LLLSsNSsNCsNCsNS";
-    if b.len() < 16 {
-        return b;
-    }
-    let fits = SHAPE.iter().zip(b).all(|(&k, &c)| match k {
-        b'L' => c.is_ascii_alphabetic(),
-        b'S' => c == b' ',
-        b'N' => c.is_ascii_digit(),
-        b's' => c == b' ' || c.is_ascii_digit(),
-        _ => c == b':',
-    });
+    let Some(t) = b.get(..16) else { return b };
+    let pair = |i: usize| (t[i] == b' ' || t[i].is_ascii_digit()) && t[i + 1].is_ascii_digit();
+    let fits = t[..3].iter().all(u8::is_ascii_alphabetic)
+        && t[3] == b' '
+        && pair(4)
+        && t[6] == b' '
+        && pair(7)
+        && t[9] == b':'
+        && pair(10)
+        && t[12] == b':'
+        && pair(13)
+        && t[15] == b' ';
     if fits {
         &b[16..]
     } else {
