@@ -629,14 +629,24 @@ fn rsyslog_relaying_through_omuxsock() {
 // ---------------------------------------------------------------------------------------
 // Untagged lines and what is not syslog.
 
-/// Python's SysLogHandler without ident from its own process: `n` untagged lines.
+/// Python's SysLogHandler without ident from its own process: `n` untagged lines. On a
+/// stream socket (`unix://`), newline-framed `<12>TEXT I` lines from one connection instead
+/// (SysLogHandler ends stream messages with a NUL only, which no stream framing reads).
 fn python_untagged(socket: &Path, text: &str, n: usize) {
     let script = r#"
-import logging, logging.handlers, sys
-log = logging.getLogger("t")
-log.addHandler(logging.handlers.SysLogHandler(address=sys.argv[1]))
-for i in range(int(sys.argv[3])):
-    log.warning("%s %d", sys.argv[2], i)
+import logging, logging.handlers, socket, stat, os, sys
+path, text, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(path)
+except OSError:
+    log = logging.getLogger("t")
+    log.addHandler(logging.handlers.SysLogHandler(address=path))
+    for i in range(n):
+        log.warning("%s %d", text, i)
+    sys.exit(0)
+s.sendall(b"".join(b"<12>%s %d\n" % (text.encode(), i) for i in range(n)))
+s.close()
 "#;
     run(Command::new(python()).args([
         "-c",
@@ -660,12 +670,27 @@ fn untagged_delivered(jd: &Journald, text: &str) -> usize {
 /// counts adding up.
 #[test]
 fn untagged_lines_get_a_budget_per_sender_or_one_shared() {
-    for (flags, shared) in [(&[][..], false), (&["--allow-uid", "any"][..], true)] {
+    for (stream, flags, shared) in [
+        (false, &[][..], false),
+        (false, &["--allow-uid", "any"][..], true),
+        // A unix stream peer is named by SO_PEERCRED, per connection.
+        (true, &[][..], false),
+    ] {
         let jd = Journald::start();
         let mut args = vec!["--burst", "5", "--interval", "1h"];
         args.extend_from_slice(NO_DOCKER);
         args.extend_from_slice(flags);
-        let mut proxy = Proxy::start(jd.socket(), &args);
+        let mut proxy = if stream {
+            let sock = std::env::temp_dir().join(format!("{}.sock", unique_name("lps")));
+            Proxy::start_at(
+                &format!("unix://{}", sock.display()),
+                Some(sock),
+                jd.socket(),
+                &args,
+            )
+        } else {
+            Proxy::start(jd.socket(), &args)
+        };
         python_untagged(&proxy.socket, "first sender", 20);
         python_untagged(&proxy.socket, "second sender", 20);
         // SIGTERM writes the open drop episodes' notices; wait until journald has them all.
@@ -680,6 +705,7 @@ fn untagged_lines_get_a_budget_per_sender_or_one_shared() {
                     untagged_delivered(&jd, "first sender"),
                     untagged_delivered(&jd, "second sender"),
                 );
+                eprintln!("stream {stream} {flags:?}: delivered {a} + {b}, N_DROPPED {dropped}");
                 (a as u64 + b as u64 + dropped == 40).then_some((a, b, dropped, notices))
             },
         );

@@ -379,6 +379,44 @@ fn lines_still_queued_in_its_own_socket_at_sigterm_are_delivered() {
     );
 }
 
+/// The same for stream connections still waiting in the listen queue at SIGTERM (never
+/// accepted before the stop): their senders consider the lines sent.
+#[test]
+fn stream_connections_not_yet_accepted_at_sigterm_are_read() {
+    let jd = Journald::start();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique_name("lps")));
+    let mut proxy = Proxy::start_at(
+        &format!("unix://{}", sock.display()),
+        Some(sock.clone()),
+        jd.socket(),
+        NO_DOCKER,
+    );
+    let id = random_id();
+    let pid = proxy.child.id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Frozen: the kernel completes these connections into the listen queue.
+    for c in 0..3 {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        for i in 0..5 {
+            s.write_all(&rfc5424(&id, format!("conn {c} line {i}").as_bytes()))
+                .unwrap();
+        }
+    }
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let status = proxy.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        15,
+        Duration::from_secs(10),
+    );
+    assert_eq!(e.len(), 15);
+}
+
 #[test]
 fn an_outage_is_bridged_for_lines_that_arrive_one_at_a_time() {
     let mut jd = Journald::start();
