@@ -591,7 +591,11 @@ impl DgramReceiver {
             buf: Vec::with_capacity(n * 160),
             ends: Vec::with_capacity(n),
             truncated: 0,
-            pids: Vec::new(),
+            pids: if self.control.is_empty() {
+                Vec::new()
+            } else {
+                Vec::with_capacity(n)
+            },
         };
         let each = crate::trust::control_len();
         for (i, h) in self.hdrs.iter_mut().take(n).enumerate() {
