@@ -27,7 +27,11 @@ pub fn run(s: &Settings) -> u8 {
         journald.storage_finding(),
         rate_limit(&journald),
         listening_socket(&s.socket),
-        daemon_json(&s.daemon_json, &s.socket),
+        if s.docker_host == crate::docker::NO_DOCKER {
+            Finding::ok("Docker daemon.json", "not used (--docker-host none)")
+        } else {
+            daemon_json(&s.daemon_json, &s.socket)
+        },
         docker_api(&s.docker_host),
     ];
     hostcheck::report(&findings)

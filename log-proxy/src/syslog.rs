@@ -498,6 +498,41 @@ mod tests {
         }
     }
 
+    /// The fuzz target's properties on a million seeded random datagrams built from syslog's
+    /// own bytes (so PRIs, timestamps, tags and pids occur), runnable without cargo-fuzz.
+    #[test]
+    fn random_datagrams_never_panic_and_borrow_from_the_input() {
+        let alphabet = b"<>0123456789 :[]-\t\n\r\0aZ.Jan1T";
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut d = Vec::new();
+        for _ in 0..1_000_000 {
+            d.clear();
+            let len = next() % 40;
+            for _ in 0..len {
+                d.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+            }
+            if next() % 2 == 0 {
+                d.splice(0..0, *b"<13>");
+            }
+            if let Some(m) = parse(&d) {
+                assert!(m.severity <= 7 && m.facility <= 124);
+                let range = d.as_ptr_range();
+                for part in [m.tag, m.msg, m.pid.unwrap_or_default()] {
+                    assert!(part.is_empty() || range.contains(&part.as_ptr()));
+                }
+                if m.format == Format::Local {
+                    assert!(!m.msg.contains(&0), "{:?}", d.escape_ascii().to_string());
+                }
+            }
+        }
+    }
+
     #[test]
     fn never_panics_on_prefixes_of_valid_messages() {
         let full = b"<30>1 2026-11-22T13:32:28.396128Z vm 0414557846fd 3076 0414557846fd [x@1 a=\"b\"] hello\n";

@@ -797,3 +797,28 @@ fn docker_unavailable_is_logged_once_per_episode_with_a_count() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--docker-host none` (a host without Docker): the self-check does not judge Docker's
+/// settings.
+#[test]
+fn check_without_docker_does_not_judge_dockers_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_log-proxy"))
+        .args([
+            "--docker-host",
+            "none",
+            "check",
+            "--daemon-json",
+            "/nonexistent/daemon.json",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("OK   Docker daemon.json: not used (--docker-host none)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("OK   Docker API: not used (--docker-host none)"),
+        "{text}"
+    );
+}
