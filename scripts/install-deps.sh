@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the suite's tests, demo and benchmarks run against, on Debian 12 as root:
 # journald (systemd), Docker (docker.io) with busybox-static for a local image, libsystemd
-# for journal-fanout, rsyslog/hyperfine/time for benchmarks, and a Python venv with the
+# for journal-fanout, rsyslog/hyperfine/time for benchmarks (rsyslog also relays in log-proxy's
+# local-syslog test, next to the other real clients: logger from bsdutils, perl's Sys::Syslog,
+# python3's SysLogHandler), and a Python venv with the
 # CloudWatch Logs emulator (moto) and the peer CLIs (awslogs, awscli); debootstrap for the
 # container image test's local base image, made here (binutils: strip); strace for the syscall-filter
 # test; zsh, fish and man-db to check completions and man pages.
@@ -22,6 +24,7 @@ done
 
 VENV=${LOGSUITE_VENV:-/opt/logsuite-venv}
 PKGS=(docker.io busybox-static libsystemd-dev pkg-config systemd rsyslog hyperfine time python3-venv python3-pip openssl curl ca-certificates
+      bsdutils perl python3
       debootstrap binutils strace zsh fish man-db prometheus python3-matplotlib)
 
 missing=()

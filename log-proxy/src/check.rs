@@ -27,7 +27,11 @@ pub fn run(s: &Settings) -> u8 {
         journald.storage_finding(),
         rate_limit(&journald),
         listening_socket(&s.socket),
-        daemon_json(&s.daemon_json, &s.socket),
+        if s.docker_host == crate::docker::NO_DOCKER {
+            Finding::ok("Docker daemon.json", "not used (--docker-host none)")
+        } else {
+            daemon_json(&s.daemon_json, &s.socket)
+        },
         docker_api(&s.docker_host),
     ];
     hostcheck::report(&findings)
@@ -248,6 +252,12 @@ fn daemon_json(path: &Path, socket: &Address) -> Finding {
 
 fn docker_api(host: &str) -> Finding {
     const WHAT: &str = "Docker API";
+    if host == crate::docker::NO_DOCKER {
+        return Finding::ok(
+            WHAT,
+            "not used (--docker-host none): lines carry their tag only",
+        );
+    }
     let Some(path) = host.strip_prefix("unix://") else {
         return Finding::ok(WHAT, format!("{host} (network: not checked)"));
     };

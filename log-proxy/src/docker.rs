@@ -81,6 +81,10 @@ impl Lookups {
     }
 }
 
+/// `--docker-host none`: no Docker on this host (only local syslog clients): tags are not
+/// looked up, so no line waits for an answer.
+pub const NO_DOCKER: &str = "none";
+
 /// How long one inspect may take before the line goes out without metadata.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -256,16 +260,27 @@ async fn watch_events(
     answers: Sender<Answer>,
 ) {
     let mut backoff = Duration::from_millis(200);
+    let mut unavailable = crate::episode::Episode::default();
     loop {
         let d = match connected(&host, &client).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "Docker unavailable; lines are forwarded without container metadata until it is back");
+                if unavailable.hit() {
+                    tracing::warn!(error = %e, "Docker unavailable; lines are forwarded without container metadata until it is back (retrying; logged again when it is)");
+                } else {
+                    tracing::debug!(error = %e, "Docker still unavailable");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
+        if let Some(ended) = unavailable.end() {
+            tracing::info!(
+                attempts = ended.seen,
+                "Docker available again (unavailable {ended})"
+            );
+        }
         backoff = Duration::from_millis(200);
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
             ("type", vec!["container"]),

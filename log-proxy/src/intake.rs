@@ -66,6 +66,9 @@ pub struct Messages {
     pub ends: Vec<usize>,
     /// Messages cut at [`MAX_MESSAGE`].
     pub truncated: u64,
+    /// Each message's sender pid, where the kernel told it (`SO_PASSCRED` on a unix
+    /// datagram socket; 0: not known). Empty when no credentials are asked for.
+    pub pids: Vec<u32>,
 }
 
 impl Messages {
@@ -81,6 +84,11 @@ impl Messages {
     pub fn push(&mut self, m: &[u8]) {
         self.buf.extend_from_slice(m);
         self.ends.push(self.buf.len());
+    }
+
+    /// The sender pid of message `i`, when known.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.pids.get(i).copied().filter(|&p| p != 0)
     }
 
     /// Push a message that was cut, with the visible marker (before a trailing newline).
@@ -376,7 +384,9 @@ pub fn serve(
             serve_stream(
                 || {
                     accepted(l.accept(), |s| {
-                        crate::trust::peer(s.as_fd()).filter(|p| !allow.allows(p.uid))
+                        let peer = crate::trust::peer(s.as_fd());
+                        let pid = peer.map_or(0, |p| p.pid.max(0) as u32);
+                        (peer.filter(|p| !allow.allows(p.uid)), pid)
                     })
                 },
                 &out,
@@ -386,23 +396,24 @@ pub fn serve(
         }
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
-            serve_stream(|| accepted(l.accept(), |_| None), &out, &stop, &stats)
+            serve_stream(|| accepted(l.accept(), |_| (None, 0)), &out, &stop, &stats)
         }
     }
 }
 
-/// A connection, and the sender it is refused for (not an allowed uid).
-type Accepted = (Box<dyn StreamConn>, Option<crate::trust::Sender>);
+/// A connection, the sender it is refused for (not an allowed uid), and the peer's pid
+/// (`SO_PEERCRED` of a unix stream; 0: not known), which keys its untagged lines.
+type Accepted = (Box<dyn StreamConn>, Option<crate::trust::Sender>, u32);
 
 /// A non-blocking accept's result: a connection, or `None` when none is waiting.
 fn accepted<S: StreamConn + 'static, A>(
     r: io::Result<(S, A)>,
-    refused: impl Fn(&S) -> Option<crate::trust::Sender>,
+    refused: impl Fn(&S) -> (Option<crate::trust::Sender>, u32),
 ) -> io::Result<Option<Accepted>> {
     match r {
         Ok((s, _)) => {
-            let refused = refused(&s);
-            Ok(Some((Box::new(s), refused)))
+            let (refused, pid) = refused(&s);
+            Ok(Some((Box::new(s), refused, pid)))
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
@@ -580,6 +591,11 @@ impl DgramReceiver {
             buf: Vec::with_capacity(n * 160),
             ends: Vec::with_capacity(n),
             truncated: 0,
+            pids: if self.control.is_empty() {
+                Vec::new()
+            } else {
+                Vec::with_capacity(n)
+            },
         };
         let each = crate::trust::control_len();
         for (i, h) in self.hdrs.iter_mut().take(n).enumerate() {
@@ -600,6 +616,8 @@ impl DgramReceiver {
                     h.msg_hdr.msg_flags = 0;
                     continue;
                 }
+                // Untagged lines get a budget per sending process (see `proxy`).
+                batch.pids.push(sender.map_or(0, |s| s.pid.max(0) as u32));
             }
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 batch.truncated += 1;
@@ -642,17 +660,22 @@ fn serve_stream(
     stats: &Arc<IntakeStats>,
 ) -> anyhow::Result<()> {
     let mut conns = Vec::new();
+    let spawn = |(conn, refused, pid): Accepted| {
+        let (out, stop, stats) = (out.clone(), stop.clone(), stats.clone());
+        std::thread::spawn(move || read_stream(conn, refused, pid, out, stop, stats))
+    };
     while !stop.load(Ordering::Relaxed) {
         match accept()? {
-            Some((conn, refused)) => {
-                let (out, stop, stats) = (out.clone(), stop.clone(), stats.clone());
-                conns.push(std::thread::spawn(move || {
-                    read_stream(conn, refused, out, stop, stats)
-                }));
-            }
+            Some(a) => conns.push(spawn(a)),
             None => std::thread::sleep(Duration::from_millis(20)),
         }
         conns.retain(|h| !h.is_finished());
+    }
+    // Connections still waiting in the listen queue at stop hold lines their senders
+    // consider sent: read them too (each reader takes what is buffered, to EOF or until the
+    // stream goes quiet).
+    while let Some(a) = accept()? {
+        conns.push(spawn(a));
     }
     for c in conns {
         let _ = c.join();
@@ -661,17 +684,22 @@ fn serve_stream(
 }
 
 /// Read one connection's frames; those of a `refused` sender are counted, not handed on.
+/// Every frame carries the peer's `pid` (when known).
 fn read_stream(
     mut conn: Box<dyn StreamConn>,
     refused: Option<crate::trust::Sender>,
+    pid: u32,
     out: Sender<Messages>,
     stop: Arc<AtomicBool>,
     stats: Arc<IntakeStats>,
 ) {
-    let hand_on = |batch: Messages| -> bool {
+    let hand_on = |mut batch: Messages| -> bool {
         if let Some(sender) = refused {
             stats.refused.note(sender, batch.ends.len() as u64);
             return true;
+        }
+        if pid != 0 {
+            batch.pids = vec![pid; batch.ends.len()];
         }
         out.send(batch).is_ok()
     };

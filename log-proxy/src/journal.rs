@@ -222,6 +222,8 @@ pub fn run_writer(
     }
     let mut deadline: Option<std::time::Instant> = None;
     let mut abandoned = false;
+    // An outage of journald: logged when it begins and when it ends, with the retries.
+    let mut gone = crate::episode::Episode::default();
     // Whether the current "journald is not reading" episode was reported.
     let mut slow_reported = false;
     // At shutdown, journald gets DRAIN_LIMIT more to take what is held.
@@ -253,8 +255,9 @@ pub fn run_writer(
                 Ok(n) => {
                     i += n;
                     state.written.fetch_add(n as u64, Ordering::Relaxed);
-                    if !state.up.swap(true, Ordering::Relaxed) {
-                        tracing::info!(socket = %journal.path().display(), "journald is back; writing resumes");
+                    state.up.store(true, Ordering::Relaxed);
+                    if let Some(ended) = gone.end() {
+                        tracing::info!(socket = %journal.path().display(), "journald is back; writing resumes (unavailable: {ended})");
                     }
                     if std::mem::take(&mut slow_reported) {
                         tracing::info!(socket = %journal.path().display(), "journald reads again; writing resumes");
@@ -276,8 +279,9 @@ pub fn run_writer(
                     }
                 }
                 Err(e @ SendError::NotRunning { .. }) => {
-                    if state.up.swap(false, Ordering::Relaxed) {
-                        tracing::error!(error = %e, "journald unavailable; holding lines and retrying");
+                    state.up.store(false, Ordering::Relaxed);
+                    if gone.hit() {
+                        tracing::error!(error = %e, "journald unavailable; holding lines and retrying (logged again when it is back)");
                     }
                     state.retries.fetch_add(1, Ordering::Relaxed);
                     if out_of_time(&mut deadline) {

@@ -13,6 +13,7 @@
 pub mod activation;
 pub mod check;
 pub mod docker;
+pub mod episode;
 pub mod intake;
 pub mod journal;
 pub mod limiter;

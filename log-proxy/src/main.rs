@@ -94,7 +94,8 @@ struct Options {
     )]
     syslog_address: Address,
 
-    /// Docker Engine API address [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
+    /// Docker Engine API address [default: $DOCKER_HOST, else unix:///var/run/docker.sock];
+    /// `none`: no Docker here (local syslog clients only): tags are not looked up.
     #[arg(short = 'd', long, env = "LOG_PROXY_DOCKER_HOST")]
     docker_host: Option<String>,
 
@@ -257,6 +258,9 @@ fn check_config(
         println!("  rule {}: {}", r.name, r.limit);
     }
     let docker = docker_host(opts);
+    if docker == docker::NO_DOCKER {
+        return std::process::ExitCode::SUCCESS;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -339,7 +343,12 @@ fn run(opts: Options, over: Overrides) -> anyhow::Result<()> {
     if !opts.journal_socket.exists() {
         tracing::warn!(socket = %opts.journal_socket.display(), "journald socket does not exist yet; lines will be held and retried until it appears");
     }
-    let lookups = rt.block_on(async { docker::start(docker_host.clone(), answer_tx) });
+    // Without Docker the answers channel stays open (and empty): a closed one would be
+    // "ready" in the processor's select on every turn.
+    let lookups = (docker_host != docker::NO_DOCKER).then(|| {
+        let tx = answer_tx.clone();
+        rt.block_on(async { docker::start(docker_host.clone(), tx) })
+    });
     // What the systemd watchdog and /healthz check: each loop below beats, or says it waits.
     let liveness = daemon_kit::Liveness::new();
     if let Some(addr) = opts.metrics_address.clone() {
@@ -380,7 +389,7 @@ fn run(opts: Options, over: Overrides) -> anyhow::Result<()> {
     };
     let p = proxy::Processor::new(
         Arc::new(policy),
-        Some(lookups),
+        lookups,
         counters,
         writer_state.clone(),
         batch_tx,

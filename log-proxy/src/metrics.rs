@@ -126,7 +126,7 @@ impl Collector for Collect {
             Some(&Unit::Bytes),
             g(&c.dropped_bytes),
         )?;
-        counter(e, "log_proxy_unparsable_lines", "Received messages that were not syslog, forwarded (or dropped) raw under the shared key; a subset of received.", None, g(&c.unparsable))?;
+        counter(e, "log_proxy_unparsable_lines", "Received messages that were not syslog (no <PRI>), written as text under the shared key (or dropped by its budget); a subset of received.", None, g(&c.unparsable))?;
         counter(
             e,
             "log_proxy_docker_lookup_failures",

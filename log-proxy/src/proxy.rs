@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::docker::{Answer, Lookups, Meta, LOOKUP_TIMEOUT};
+use crate::episode::Episode;
 use crate::intake::Messages;
 use crate::journal::{container_fields, encode_line, Batch, WriterState, NOTICE_MESSAGE_ID};
 use crate::limiter::{Budget, Drops, Notice};
@@ -20,9 +21,15 @@ use crate::metrics::Counters;
 use crate::policy::Policy;
 use crate::syslog;
 
-/// Table key for messages that are not syslog or carry no tag: they share one budget and
-/// are written under the identifier `log-proxy`.
+/// Table key for messages that are not syslog, or in Docker's forms without a tag: they
+/// share one budget and are written under the identifier `log-proxy`. (Keys starting with a
+/// space cannot be tags: a tag never holds whitespace.)
 const RAW_KEY: &[u8] = b" raw";
+/// Table key prefix for local syslog lines without a tag (Python's `SysLogHandler`
+/// without `ident`, `logger` without `-t` on some systems): keyed by the sending process
+/// when the kernel names it (`SO_PASSCRED`), else all in one budget. Written without a
+/// SYSLOG_IDENTIFIER, as journald writes them.
+const UNTAGGED_KEY: &[u8] = b" untagged";
 /// Bytes of lines held per container while its lookup is outstanding (Docker answers an
 /// inspect of a starting container only once the start completes, while the container may
 /// already log 80,000 lines/s); beyond it the lines go out with what the tag says.
@@ -51,30 +58,40 @@ enum Lookup {
 #[derive(Default)]
 struct Queue {
     buf: Vec<u8>,
-    lines: Vec<(u8, usize)>,
+    /// (severity, end of the message, end of its extra fields) per line.
+    lines: Vec<(u8, usize, usize)>,
 }
 
 impl Queue {
-    fn push(&mut self, severity: u8, msg: &[u8]) {
+    /// A line and its per-line fields (`extra`, already encoded).
+    fn push(&mut self, severity: u8, msg: &[u8], extra: &[u8]) {
         self.buf.extend_from_slice(msg);
-        self.lines.push((severity, self.buf.len()));
+        let msg_end = self.buf.len();
+        self.buf.extend_from_slice(extra);
+        self.lines.push((severity, msg_end, self.buf.len()));
     }
 
-    fn iter(&self) -> impl Iterator<Item = (u8, &[u8])> {
+    fn iter(&self) -> impl Iterator<Item = (u8, &[u8], &[u8])> {
         let mut start = 0;
-        self.lines.iter().map(move |&(sev, end)| {
-            let m = &self.buf[start..end];
+        self.lines.iter().map(move |&(sev, msg_end, end)| {
+            let m = &self.buf[start..msg_end];
+            let extra = &self.buf[msg_end..end];
             start = end;
-            (sev, m)
+            (sev, m, extra)
         })
     }
 }
 
 struct Container {
+    /// Its key in the processor's table.
+    key: Vec<u8>,
+    /// What the operator's log and Docker lookups call it.
     reference: String,
     meta: Option<Arc<Meta>>,
     lookup: Lookup,
     retry_lookup_at: Option<Instant>,
+    /// Docker lookups failing for it: warned once, not on every 30 s retry.
+    no_meta: Episode,
     fields: Vec<u8>,
     budget: Budget,
     /// The policy rule that chose the budget (`None`: the defaults).
@@ -126,6 +143,10 @@ pub struct Processor {
     next_publish: Instant,
     /// Beaten each time round the loop, for the systemd watchdog.
     alive: Option<daemon_kit::Part>,
+    /// Per-line fields of the line at hand (SYSLOG_FACILITY, SYSLOG_PID), reused.
+    extra: Vec<u8>,
+    /// Keys of untagged senders, reused (`" untagged 1234"`).
+    key: Vec<u8>,
 }
 
 impl Processor {
@@ -160,6 +181,8 @@ impl Processor {
             next_tick: Instant::now() + TICK,
             next_publish: Instant::now(),
             alive: None,
+            extra: Vec::new(),
+            key: Vec::new(),
         }
     }
 
@@ -263,29 +286,72 @@ impl Processor {
 
     fn messages(&mut self, m: &Messages) {
         let now = Instant::now();
-        for raw in m.iter() {
-            match syslog::parse(raw) {
-                Some(msg) if is_reference(msg.container_ref()) => {
-                    let idx = self.container(msg.container_ref(), now);
-                    self.line(idx, msg.severity, msg.msg, now);
+        let mut extra = std::mem::take(&mut self.extra);
+        for (i, raw) in m.iter().enumerate() {
+            extra.clear();
+            let Some(msg) = syslog::parse(raw) else {
+                // Not syslog: the whole line, as text (no NULs, line end stripped).
+                self.counters.unparsable.fetch_add(1, Ordering::Relaxed);
+                let idx = self.container(RAW_KEY, RAW_KEY, now);
+                let text = as_text(raw);
+                self.line(idx, 5, &text, &[], now);
+                continue;
+            };
+            if msg.format == syslog::Format::Local {
+                // The fields journald writes per line besides MESSAGE and PRIORITY.
+                if msg.facility != 0 {
+                    let mut n = [0u8; 3];
+                    journal_native::encode_field(
+                        &mut extra,
+                        "SYSLOG_FACILITY",
+                        decimal(msg.facility, &mut n),
+                    );
                 }
-                Some(msg) => {
-                    // Syslog without a usable tag: keep the line, under the shared key.
-                    let idx = self.container(RAW_KEY, now);
-                    self.line(idx, msg.severity, msg.msg, now);
-                }
-                None => {
-                    self.counters.unparsable.fetch_add(1, Ordering::Relaxed);
-                    let idx = self.container(RAW_KEY, now);
-                    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-                    self.line(idx, 5, raw, now);
+                if let Some(pid) = msg.pid {
+                    journal_native::encode_field(&mut extra, "SYSLOG_PID", pid);
                 }
             }
+            let idx = if !msg.tag.is_empty() {
+                let key = if is_reference(msg.container_ref()) {
+                    msg.container_ref()
+                } else {
+                    msg.tag
+                };
+                // Docker's forms name the container as before (without `docker/`); a
+                // local form's identifier is what journald would write, whole.
+                let ident = if msg.format == syslog::Format::Local {
+                    msg.tag
+                } else {
+                    key
+                };
+                self.container(key, ident, now)
+            } else if msg.format == syslog::Format::Local {
+                if msg.tagged {
+                    // `<PRI>: MSG`: journald writes an empty SYSLOG_IDENTIFIER.
+                    journal_native::encode_field(&mut extra, "SYSLOG_IDENTIFIER", b"");
+                }
+                let mut key = std::mem::take(&mut self.key);
+                key.clear();
+                key.extend_from_slice(UNTAGGED_KEY);
+                if let Some(pid) = m.pid(i) {
+                    key.push(b' ');
+                    key.extend_from_slice(pid.to_string().as_bytes());
+                }
+                let idx = self.container(&key, &key, now);
+                self.key = key;
+                idx
+            } else {
+                // Docker's forms without a usable tag: kept, under the shared key.
+                self.container(RAW_KEY, RAW_KEY, now)
+            };
+            self.line(idx, msg.severity, msg.msg, &extra, now);
         }
+        self.extra = extra;
     }
 
-    /// The slot of `key`, created (and its lookup requested) on first sight.
-    fn container(&mut self, key: &[u8], now: Instant) -> usize {
+    /// The slot of `key`, created (and its lookup requested) on first sight; `tag` is what
+    /// its lines say in SYSLOG_IDENTIFIER and CONTAINER_TAG while Docker has not named it.
+    fn container(&mut self, key: &[u8], tag: &[u8], now: Instant) -> usize {
         if let Some(&i) = self.index.get(key) {
             let c = self.slots[i].as_mut().unwrap();
             c.last_seen = now;
@@ -297,10 +363,16 @@ impl Processor {
             }
             return i;
         }
-        let reference = String::from_utf8_lossy(key).into_owned();
         let raw = key == RAW_KEY;
+        let untagged = !raw && key.starts_with(UNTAGGED_KEY);
+        let reference = if untagged {
+            String::from_utf8_lossy(&key[1..]).into_owned()
+        } else {
+            String::from_utf8_lossy(key).into_owned()
+        };
         let lookup = match &self.lookups {
-            Some(l) if !raw => {
+            // Only what could name a container is asked about.
+            Some(l) if !raw && !untagged && is_reference(key) => {
                 l.request(reference.clone());
                 Lookup::Pending {
                     since: now,
@@ -314,15 +386,19 @@ impl Processor {
             journal_native::encode_field(&mut f, "SYSLOG_IDENTIFIER", b"log-proxy");
             journal_native::encode_field(&mut f, "LOG_PROXY_UNPARSABLE", b"1");
             f
+        } else if untagged {
+            Vec::new()
         } else {
-            container_fields(&reference, None)
+            tag_fields(tag)
         };
         let assigned = self.policy.assign(None);
         let c = Container {
+            key: key.to_vec(),
             reference,
             meta: None,
             lookup,
             retry_lookup_at: None,
+            no_meta: Episode::default(),
             fields,
             budget: Budget::new(assigned.limit),
             rule_slot: rule_slot(&mut self.rule_drops, assigned.rule.as_deref()),
@@ -349,11 +425,11 @@ impl Processor {
         i
     }
 
-    fn line(&mut self, idx: usize, severity: u8, msg: &[u8], now: Instant) {
+    fn line(&mut self, idx: usize, severity: u8, msg: &[u8], extra: &[u8], now: Instant) {
         let c = self.slots[idx].as_mut().unwrap();
         if let Lookup::Pending { queue, .. } = &mut c.lookup {
             if queue.buf.len() + msg.len() <= MAX_QUEUED_BYTES {
-                queue.push(severity, msg);
+                queue.push(severity, msg, extra);
                 return;
             }
             let reason = format!(
@@ -361,17 +437,19 @@ impl Processor {
                 MAX_QUEUED_BYTES >> 20
             );
             self.resolve(idx, None, Some(reason));
-            return self.line(idx, severity, msg, now);
+            return self.line(idx, severity, msg, extra, now);
         }
-        self.admit(idx, severity, msg, now);
+        self.admit(idx, severity, msg, extra, now);
     }
 
     /// Rate-limit one line of a container whose fields are known, and queue it for journald.
-    fn admit(&mut self, idx: usize, severity: u8, msg: &[u8], now: Instant) {
+    fn admit(&mut self, idx: usize, severity: u8, msg: &[u8], extra: &[u8], now: Instant) {
         let c = self.slots[idx].as_mut().unwrap();
         if c.budget.admit(severity, msg.len()) {
-            self.batch
-                .push(|out| encode_line(out, &c.fields, severity, msg));
+            self.batch.push(|out| {
+                encode_line(out, &c.fields, severity, msg);
+                out.extend_from_slice(extra);
+            });
             self.owners.push((idx, Kind::Line));
             self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
             self.counters
@@ -483,7 +561,7 @@ impl Processor {
                     // Warmed on `start`: create the entry so the first line needs no lookup.
                     None => {
                         let lookups = self.lookups.take();
-                        let i = self.container(reference.as_bytes(), now);
+                        let i = self.container(reference.as_bytes(), reference.as_bytes(), now);
                         self.lookups = lookups;
                         i
                     }
@@ -514,12 +592,15 @@ impl Processor {
             self.counters
                 .docker_lookup_failures
                 .fetch_add(1, Ordering::Relaxed);
-            if c.meta.is_none() {
-                tracing::warn!(container = %c.reference, %reason, "forwarding without Docker metadata; will look again in 30s");
+            if c.meta.is_none() && c.no_meta.hit() {
+                tracing::warn!(container = %c.reference, %reason, "forwarding without Docker metadata; will look again every 30s (logged again when found)");
             }
             c.retry_lookup_at = Some(Instant::now() + RETRY_LOOKUP);
         }
         if let Some(m) = meta {
+            if let Some(ended) = c.no_meta.end() {
+                tracing::info!(container = %c.reference, name = %m.name, "Docker metadata found (lookups failed {ended})");
+            }
             c.fields = container_fields(&c.reference, Some(&m));
             if let Some(Err(e)) = &m.limit {
                 if self.warned_labels.insert(m.id_full.clone()) {
@@ -540,8 +621,8 @@ impl Processor {
             Lookup::Done => Queue::default(),
         };
         let now = Instant::now();
-        for (sev, msg) in queued.iter() {
-            self.admit(idx, sev, msg, now);
+        for (sev, msg, extra) in queued.iter() {
+            self.admit(idx, sev, msg, extra, now);
             if self.batch.len() >= 64 {
                 self.flush();
             }
@@ -590,7 +671,7 @@ impl Processor {
             self.flush();
             for i in evict {
                 let c = self.slots[i].take().unwrap();
-                self.index.remove(c.reference.as_bytes());
+                self.index.remove(&c.key);
                 self.free.push(i);
             }
             self.counters
@@ -777,4 +858,54 @@ fn is_reference(r: &[u8]) -> bool {
         && r[0].is_ascii_alphanumeric()
         && r.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// The fields of a tag's lines while Docker has not named a container for it (or never
+/// will: a local program's tag). Bytes as sent; journald takes any.
+fn tag_fields(tag: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(tag) {
+        Ok(t) => container_fields(t, None),
+        Err(_) => {
+            let mut f = Vec::new();
+            journal_native::encode_field(&mut f, "SYSLOG_IDENTIFIER", tag);
+            journal_native::encode_field(&mut f, "CONTAINER_TAG", tag);
+            f
+        }
+    }
+}
+
+/// A datagram that is not syslog, as text: trailing line ends, whitespace and NULs
+/// stripped (as journald strips them), an inner NUL shown as U+FFFD, never kept raw.
+fn as_text(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let end = raw
+        .iter()
+        .rposition(|&c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0))
+        .map_or(0, |i| i + 1);
+    let raw = &raw[..end];
+    if !raw.contains(&0) {
+        return raw.into();
+    }
+    let mut out = Vec::with_capacity(raw.len() + 8);
+    for &c in raw {
+        if c == 0 {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// `n` in decimal, in `buf`.
+fn decimal(n: u8, buf: &mut [u8; 3]) -> &[u8] {
+    let mut i = 3;
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + n % 10;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }

@@ -71,15 +71,14 @@ fn unknown_container_with_docker_running_still_arrives() {
 }
 
 #[test]
-fn bad_input_is_forwarded_raw_and_counted_never_wedges() {
+fn bad_input_is_forwarded_as_text_and_counted_never_wedges() {
     let jd = Journald::start();
     let proxy = Proxy::start(jd.socket(), NO_DOCKER);
     let garbage: Vec<&[u8]> = vec![
         b"this is not syslog",
         b"",
         b"\x00\x01\x02\xff\xfe binary",
-        b"<999>1 bad pri",
-        b"<30>1 truncated header",
+        b"<1999>1 bad pri",
     ];
     for g in &garbage {
         proxy.send(g);
@@ -87,6 +86,9 @@ fn bad_input_is_forwarded_raw_and_counted_never_wedges() {
     // The biggest datagram the kernel lets a unix datagram sender send.
     let big = vec![b'z'; 200_000];
     proxy.send(&big);
+    // Not Docker's forms, but syslog as journald reads it: untagged local lines.
+    proxy.send(b"<999>1 bad pri");
+    proxy.send(b"<30>1 truncated header");
     let id = random_id();
     proxy.send(&rfc5424(&id, b"still alive"));
     jd.wait_for_count(
@@ -104,9 +106,17 @@ fn bad_input_is_forwarded_raw_and_counted_never_wedges() {
         .map(|e| field_bytes(e, "MESSAGE").unwrap_or_default())
         .collect();
     assert!(msgs.contains(&b"this is not syslog".to_vec()), "{msgs:?}");
-    assert!(msgs.contains(&b"\x00\x01\x02\xff\xfe binary".to_vec()));
+    // As text: the NUL shown as U+FFFD, never written.
+    let mut binary = "\u{FFFD}".as_bytes().to_vec();
+    binary.extend_from_slice(b"\x01\x02\xff\xfe binary");
+    assert!(msgs.contains(&binary), "{msgs:?}");
+    assert!(msgs.contains(&b"<1999>1 bad pri".to_vec()));
     assert!(msgs.iter().any(|m| m.len() == 200_000));
-    assert!(proxy.metric("log_proxy_unparsable_lines_total") >= 5);
+    assert_eq!(proxy.metric("log_proxy_unparsable_lines_total"), 5);
+    let local = jd.wait_for_count(&["MESSAGE=1 bad pri"], 1, Duration::from_secs(20));
+    assert_eq!(field(&local[0], "PRIORITY").as_deref(), Some("7"));
+    assert_eq!(field(&local[0], "SYSLOG_FACILITY").as_deref(), Some("124"));
+    jd.wait_for_count(&["MESSAGE=1 truncated header"], 1, Duration::from_secs(20));
 }
 
 #[test]
@@ -367,6 +377,44 @@ fn lines_still_queued_in_its_own_socket_at_sigterm_are_delivered() {
         (0..8).map(|i| format!("queued {i}")).collect::<Vec<_>>(),
         "closing its socket must not drop what the kernel had accepted"
     );
+}
+
+/// The same for stream connections still waiting in the listen queue at SIGTERM (never
+/// accepted before the stop): their senders consider the lines sent.
+#[test]
+fn stream_connections_not_yet_accepted_at_sigterm_are_read() {
+    let jd = Journald::start();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique_name("lps")));
+    let mut proxy = Proxy::start_at(
+        &format!("unix://{}", sock.display()),
+        Some(sock.clone()),
+        jd.socket(),
+        NO_DOCKER,
+    );
+    let id = random_id();
+    let pid = proxy.child.id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Frozen: the kernel completes these connections into the listen queue.
+    for c in 0..3 {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        for i in 0..5 {
+            s.write_all(&rfc5424(&id, format!("conn {c} line {i}").as_bytes()))
+                .unwrap();
+        }
+    }
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let status = proxy.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+    let e = jd.wait_for_count(
+        &[&format!("CONTAINER_TAG={id}")],
+        15,
+        Duration::from_secs(10),
+    );
+    assert_eq!(e.len(), 15);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! notification socket standing in for systemd: each daemon says READY=1 and keeps pinging
 //! WATCHDOG=1 through an outage longer than its stall limit — waiting on journald or on a
 //! destination is not a wedge, and a restart then would only add to the outage.
-//! (That a stalled part stops the pings is daemon-kit's own test.)
+//! (That a stalled part stops the pings is daemon-kit's own test; here it is shown on a real
+//! log-proxy whose journald writer thread is stopped: `/healthz` answers 503 naming it, the
+//! pings stop, and both recover when the thread runs again.)
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -167,6 +169,8 @@ struct WatchedProxy {
     daemon: Daemon,
     stderr: PathBuf,
     notify: Notify,
+    /// Where `/healthz` answers.
+    metrics_port: u16,
     dir: PathBuf,
     socket: PathBuf,
     sender: UnixDatagram,
@@ -181,9 +185,12 @@ impl WatchedProxy {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("proxy.sock");
         let notify = Notify::bind();
+        let metrics_port = free_port();
         let (mut daemon, stderr) = start_watched(
             "log-proxy",
             &[
+                "--metrics-address",
+                &format!("127.0.0.1:{metrics_port}"),
                 "--syslog-address",
                 &format!("unixgram://{}", socket.display()),
                 "--journal-socket",
@@ -200,6 +207,7 @@ impl WatchedProxy {
             daemon,
             stderr,
             notify,
+            metrics_port,
             dir,
             socket,
             sender: UnixDatagram::unbound().unwrap(),
@@ -218,6 +226,31 @@ impl WatchedProxy {
         );
         self.sender.send_to(line.as_bytes(), &self.socket).unwrap();
         n
+    }
+
+    /// `GET /healthz`: status code and body.
+    fn healthz(&self) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("connect to /healthz");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        let code = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
     }
 
     /// Wait until journald holds every line sent; the first one must come first.
@@ -370,4 +403,122 @@ fn journal_fanout_keeps_pinging_its_watchdog_while_cloudwatch_is_down() {
     );
     stop(fanout);
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// A thread of another process, stopped on its own (ptrace: `PTRACE_SEIZE` and
+/// `PTRACE_INTERRUPT` stop only that thread; SIGSTOP would stop the whole process, and with
+/// it the `/healthz` server). Resumed on drop.
+struct StoppedThread(libc::pid_t);
+
+impl StoppedThread {
+    fn stop(tid: libc::pid_t) -> StoppedThread {
+        // SAFETY: ptrace(2) on a thread of our own child; waitpid on that tracee.
+        unsafe {
+            assert_eq!(
+                libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+                0,
+                "PTRACE_SEIZE {tid}: {} (the test needs CAP_SYS_PTRACE: run as root)",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+            assert!(
+                libc::WIFSTOPPED(status),
+                "thread {tid} did not stop: {status:#x}"
+            );
+        }
+        StoppedThread(tid)
+    }
+}
+
+impl Drop for StoppedThread {
+    fn drop(&mut self) {
+        // SAFETY: detaching our own tracee lets it run on.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, 0, 0) };
+    }
+}
+
+/// The thread of `pid` named `name` (`/proc/PID/task/TID/comm`).
+fn thread_named(pid: u32, name: &str) -> libc::pid_t {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("log-proxy (pid {pid}) has no thread named {name:?}"))
+}
+
+/// `/healthz` (what the watchdog judges, issue 12): a frozen journald is waited for — the
+/// journald writer keeps beating while it waits for room, so `/healthz` stays 200 past the stall
+/// limit, because restarting log-proxy would not help. A writer that truly stalls — its thread
+/// stopped while it holds lines — turns `/healthz` to 503 naming "journald writer" and stops the
+/// watchdog pings; once the thread runs again, 200 and pings again, and no line is lost.
+#[test]
+fn log_proxy_healthz_is_503_naming_a_stalled_journald_writer_and_200_again() {
+    let jd = Journald::start();
+    let proxy = WatchedProxy::start(&jd, "0123456789ad");
+    assert_eq!(proxy.healthz().0, 200, "healthy at start");
+
+    // journald frozen, lines held: the writer waits, beating; healthy all through.
+    jd.freeze();
+    for _ in 0..20 {
+        proxy.send("held");
+    }
+    let stderr = proxy.stderr.clone();
+    wait_until(
+        Duration::from_secs(30),
+        "the writer to wait for journald",
+        || {
+            read(&stderr)
+                .contains("journald has not read its socket")
+                .then_some(())
+        },
+    );
+    let start = Instant::now();
+    while start.elapsed() < OUTAGE {
+        let (code, body) = proxy.healthz();
+        assert_eq!(
+            code, 200,
+            "a frozen journald is waited for, not a stall: {body}"
+        );
+        proxy.notify.collect(Duration::from_millis(250));
+    }
+
+    // The writer thread itself stopped while it holds lines: a true stall.
+    let writer = StoppedThread::stop(thread_named(proxy.daemon.id(), "journal"));
+    let body = wait_until(Duration::from_secs(30), "/healthz to answer 503", || {
+        let (code, body) = proxy.healthz();
+        (code == 503).then_some(body)
+    });
+    assert!(
+        body.starts_with("stalled: journald writer (no progress for "),
+        "names the stalled part: {body:?}"
+    );
+    // Pings sent before the stall was judged may still be queued: drop them, then listen.
+    proxy.notify.collect(Duration::from_millis(100));
+    let messages = proxy.notify.collect(Duration::from_secs(2));
+    assert_eq!(
+        pings(&messages),
+        0,
+        "no watchdog pings while the writer is stalled: {messages:?}"
+    );
+    assert!(
+        read(&stderr).contains("part=journald writer"),
+        "the log names the part that stopped: {}",
+        read(&stderr)
+    );
+
+    drop(writer);
+    wait_until(
+        Duration::from_secs(30),
+        "/healthz to answer 200 again",
+        || (proxy.healthz().0 == 200).then_some(()),
+    );
+    wait_until(Duration::from_secs(30), "watchdog pings again", || {
+        (pings(&proxy.notify.collect(Duration::from_millis(500))) > 0).then_some(())
+    });
+    jd.thaw();
+    proxy.assert_all_arrived(&jd, "held");
+    assert_eq!(proxy.healthz().0, 200);
 }

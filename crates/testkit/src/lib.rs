@@ -67,7 +67,9 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-fn require_binary(path: &str, install: &str) {
+/// Fail (never skip) when `path` (absolute, or a name on PATH) is missing, saying how to
+/// install it.
+pub fn require_binary(path: &str, install: &str) {
     if !Path::new(path).exists() && which(path).is_none() {
         panic!("{path} is not installed: run `{install}` (or ./.ci/run, which installs everything the tests need)");
     }

@@ -19,12 +19,22 @@ pub struct Proxy {
 impl Proxy {
     /// Start on a fresh unixgram socket, writing to `journal_socket`.
     pub fn start(journal_socket: &std::path::Path, extra: &[&str]) -> Proxy {
+        Proxy::start_env(journal_socket, extra, &[])
+    }
+
+    /// [`Proxy::start`] with extra environment.
+    pub fn start_env(
+        journal_socket: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let socket = std::env::temp_dir().join(format!("{}.sock", unique_name("lp")));
-        Proxy::start_at(
+        Proxy::start_at_env(
             &format!("unixgram://{}", socket.display()),
             Some(socket),
             journal_socket,
             extra,
+            env,
         )
     }
 
@@ -33,6 +43,17 @@ impl Proxy {
         socket: Option<PathBuf>,
         journal_socket: &std::path::Path,
         extra: &[&str],
+    ) -> Proxy {
+        Proxy::start_at_env(address, socket, journal_socket, extra, &[])
+    }
+
+    /// [`Proxy::start_at`] with extra environment (e.g. `RUST_LOG`).
+    pub fn start_at_env(
+        address: &str,
+        socket: Option<PathBuf>,
+        journal_socket: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Proxy {
         let metrics_port = testkit::free_port();
         let stderr_path = std::env::temp_dir().join(format!("{}.stderr", unique_name("lp")));
@@ -44,6 +65,7 @@ impl Proxy {
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
