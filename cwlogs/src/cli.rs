@@ -33,6 +33,12 @@ pub struct Cli {
     #[command(flatten)]
     pub aws: AwsArgs,
 
+    /// Most CloudWatch Logs requests per second, shared by every cwlogs process of this user
+    /// on this machine (the account's quota is shared by everyone); halved for all of them
+    /// while CloudWatch throttles
+    #[arg(long, global = true, value_name = "N", env = "CWLOGS_MAX_RPS", default_value_t = crate::budget::DEFAULT_RPS, value_parser = parse_rps, help_heading = "Global options")]
+    pub max_rps: f64,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,7 +56,21 @@ ENVIRONMENT:
   AWS_REGION, AWS_DEFAULT_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
   AWS_SESSION_TOKEN, AWS_ENDPOINT_URL
                the standard AWS settings (flags --region, --profile, --endpoint-url win)
-  NO_COLOR     set and not empty: no colour with --color auto";
+  NO_COLOR     set and not empty: no colour with --color auto
+  CWLOGS_MAX_RPS
+               the default of --max-rps
+  XDG_RUNTIME_DIR
+               where the shared request budget lives (cwlogs-budget; else
+               /tmp/cwlogs-budget-UID)";
+
+fn parse_rps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && (0.1..=1000.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a request rate: give requests per second from 0.1 to 1000, e.g. 4"
+        )),
+    }
+}
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct AwsArgs {
@@ -194,6 +214,16 @@ pub struct FetchArgs {
     /// Show times in the local zone (the default)
     #[arg(long)]
     pub local: bool,
+    /// With --follow: stop when the ECS task ends (automatic when --task names one ECS task
+    /// and --cluster is given): print its last events and why it stopped, and exit 0
+    #[arg(long, requires = "follow")]
+    pub until_task_stops: bool,
+    /// The ECS cluster of the task for --until-task-stops (default: found by asking ECS)
+    #[arg(long, value_name = "CLUSTER", requires = "follow")]
+    pub cluster: Option<String>,
+    /// How often the task's state is asked for (tests shorten it)
+    #[arg(long, hide = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub task_poll_every: std::time::Duration,
     /// Time slices fetched in parallel for a bounded window
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
     pub parallel: u16,

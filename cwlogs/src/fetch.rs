@@ -23,7 +23,7 @@ use crate::format::{Formatter, Style, DEFAULT_TEMPLATE, MULTI_TEMPLATE, VERBOSE_
 use crate::output::{Out, Progress};
 use crate::streams::{self, Window};
 use crate::time::{self, local_display};
-use crate::{client, groups};
+use crate::{client, groups, task};
 
 /// FilterLogEvents takes at most this many stream names.
 const MAX_NAMES_PER_CALL: usize = 100;
@@ -84,7 +84,8 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
         .map_err(crate::cli::config)?
         .with_filter(filter);
 
-    let client = client::connect(aws).await?;
+    let conf = client::load(aws).await?;
+    let client = Client::new(&conf);
     let progress = Progress::new();
     progress.spawn_ticker();
     let mut out = Out::new(progress.clone());
@@ -123,6 +124,12 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
         );
     }
 
+    let watch = if args.follow {
+        watch_for(&conf, &args, &sources).await?
+    } else {
+        None
+    };
+
     let pattern = args.grep.clone().filter(|p| !p.is_empty());
     let lanes = args.parallel as usize;
     let mut seen = if args.follow {
@@ -151,7 +158,11 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
             max_streams: args.max_streams,
             pattern: pattern.as_deref(),
         };
-        return follow(&client, &resolved, &poll, &fmt, &mut out, seen).await;
+        let watch = match watch {
+            Some(find) => find.await??,
+            None => None,
+        };
+        return follow(&client, &resolved, &poll, &fmt, &mut out, seen, watch).await;
     }
     if printed == 0 {
         let what = match &pattern {
@@ -166,6 +177,45 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
         );
     }
     Ok(())
+}
+
+/// The ECS task to watch for `--until-task-stops`, or automatically when `--task` names
+/// one task and `--cluster` is given.
+async fn watch_for(
+    conf: &aws_config::SdkConfig,
+    args: &FetchArgs,
+    sources: &[Source],
+) -> Result<Option<tokio::task::JoinHandle<Result<Option<task::Watch>>>>> {
+    let required = args.until_task_stops;
+    let Some(prefix) = args.task.as_deref() else {
+        if required {
+            bail!(crate::cli::ConfigError(
+                "--until-task-stops needs --task with the ECS task's ID (or a prefix only its \
+                 streams start with)"
+                    .into()
+            ));
+        }
+        return Ok(None);
+    };
+    let names: Vec<String> = sources
+        .iter()
+        .flat_map(|s| s.streams.iter().flatten().cloned())
+        .collect();
+    let Some(id) = task::named_task(prefix, &names) else {
+        if required {
+            bail!(crate::cli::ConfigError(format!(
+                "--until-task-stops needs --task to name one ECS task, but the streams starting \
+                 with {prefix:?} ({}) do not end in one task ID; give the whole task ID",
+                names.join(", ")
+            )));
+        }
+        return Ok(None);
+    };
+    // Finding the cluster may take a few ECS calls: done while the window prints.
+    let (conf, cluster, every) = (conf.clone(), args.cluster.clone(), args.task_poll_every);
+    Ok(Some(tokio::spawn(async move {
+        task::Watch::find(&conf, cluster.as_deref(), &id, every, required).await
+    })))
 }
 
 /// The sources for one group: the whole group, or its active streams matching `task`
@@ -246,7 +296,7 @@ impl Pager {
         if self.done {
             return Ok(None);
         }
-        let out = self
+        let req = self
             .client
             .filter_log_events()
             .log_group_name(&*self.src.group)
@@ -255,15 +305,12 @@ impl Pager {
             .set_end_time(self.end)
             .set_filter_pattern(self.pattern.clone())
             .interleaved(true)
-            .set_next_token(self.token.take())
-            .send()
-            .await
-            .map_err(|e| {
-                client::explain(
-                    &format!("fetching events of log group {:?}", &*self.src.group),
-                    e,
-                )
-            })?;
+            .set_next_token(self.token.take());
+        let out = client::send(
+            &format!("fetching events of log group {:?}", &*self.src.group),
+            || req.clone().send(),
+        )
+        .await?;
         let mut page: Vec<RawEvent> = out
             .events()
             .iter()
@@ -504,7 +551,8 @@ struct Poll<'a> {
     pattern: Option<&'a str>,
 }
 
-/// Poll for new events until interrupted, printing each event once.
+/// Poll for new events until interrupted (or until the watched task stops), printing each
+/// event once.
 async fn follow(
     client: &Client,
     resolved: &[groups::Group],
@@ -512,36 +560,80 @@ async fn follow(
     fmt: &Formatter,
     out: &mut Out,
     mut seen: Seen,
+    watch: Option<task::Watch>,
 ) -> Result<()> {
     let mut newest = seen.newest.unwrap_or(time::now_ms());
+    let task_id = watch.as_ref().map(|w| w.task().to_string());
+    let mut stopped = watch.map(task::Watch::spawn);
     loop {
-        tokio::time::sleep(POLL_EVERY).await;
-        let now = time::now_ms();
-        let from = poll.since.max(newest.min(now) - poll.lookback_ms);
-        let w = Window {
-            start: from,
-            end: now,
+        let pause = tokio::time::sleep(POLL_EVERY);
+        let reason = match stopped.as_mut() {
+            None => {
+                pause.await;
+                None
+            }
+            Some(rx) => tokio::select! {
+                _ = pause => None,
+                r = rx => match r {
+                    Ok(reason) => Some(reason),
+                    // The watcher gave up (it said why): follow on until Ctrl-C.
+                    Err(_) => {
+                        stopped = None;
+                        continue;
+                    }
+                },
+            },
         };
-        let mut batch = Vec::new();
-        for g in resolved {
-            for src in sources_for(client, &g.name, poll.task, w, poll.max_streams, true).await? {
-                let mut pager = Pager::new(client, &src, from, None, poll.pattern);
-                while let Some(page) = pager.next().await? {
-                    batch.extend(page.into_iter().filter(|e| !seen.contains(e)));
-                }
-            }
+        // One more poll either way: after a stop it reads back --lookback, which brings the
+        // task's last events.
+        poll_once(client, resolved, poll, fmt, out, &mut seen, &mut newest).await?;
+        if let Some(reason) = reason {
+            crate::output::erase_progress();
+            eprintln!(
+                "cwlogs: task {} stopped ({reason}); exiting",
+                task_id.as_deref().unwrap_or_default()
+            );
+            return Ok(());
         }
-        batch.sort_by_key(|e| e.timestamp);
-        let mut buf = Vec::new();
-        for e in &batch {
-            if seen.first(e) {
-                fmt.write(e, &mut buf)?;
-            }
-        }
-        out.write(&buf)?;
-        newest = newest.max(seen.newest.unwrap_or(newest));
-        seen.prune(from);
     }
+}
+
+/// One follow-mode poll: everything from the lookback on, new events printed.
+async fn poll_once(
+    client: &Client,
+    resolved: &[groups::Group],
+    poll: &Poll<'_>,
+    fmt: &Formatter,
+    out: &mut Out,
+    seen: &mut Seen,
+    newest: &mut i64,
+) -> Result<()> {
+    let now = time::now_ms();
+    let from = poll.since.max((*newest).min(now) - poll.lookback_ms);
+    let w = Window {
+        start: from,
+        end: now,
+    };
+    let mut batch = Vec::new();
+    for g in resolved {
+        for src in sources_for(client, &g.name, poll.task, w, poll.max_streams, true).await? {
+            let mut pager = Pager::new(client, &src, from, None, poll.pattern);
+            while let Some(page) = pager.next().await? {
+                batch.extend(page.into_iter().filter(|e| !seen.contains(e)));
+            }
+        }
+    }
+    batch.sort_by_key(|e| e.timestamp);
+    let mut buf = Vec::new();
+    for e in &batch {
+        if seen.first(e) {
+            fmt.write(e, &mut buf)?;
+        }
+    }
+    out.write(&buf)?;
+    *newest = (*newest).max(seen.newest.unwrap_or(*newest));
+    seen.prune(from);
+    Ok(())
 }
 
 #[cfg(test)]

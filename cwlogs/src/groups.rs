@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use aws_sdk_cloudwatchlogs::Client;
 
-use crate::client::explain;
+use crate::client::send;
 use crate::suggest;
 
 /// Suggestions look at this many group names at most (200 pages), so a typo in a huge
@@ -26,14 +26,12 @@ pub async fn for_each(
     let mut token: Option<String> = None;
     let mut n = 0;
     loop {
-        let out = client
+        let req = client
             .describe_log_groups()
             .set_log_group_name_prefix(prefix.map(str::to_string))
             .set_next_token(token.take())
-            .limit(50)
-            .send()
-            .await
-            .map_err(|e| explain("listing log groups", e))?;
+            .limit(50);
+        let out = send("listing log groups", || req.clone().send()).await?;
         for g in out.log_groups() {
             if n >= limit {
                 return Ok(n);

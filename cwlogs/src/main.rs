@@ -5,6 +5,7 @@
 //! Go `cwlogs`. Nothing touches the AWS configuration until a command needs it, so
 //! `--help` stays instant.
 
+mod budget;
 mod cli;
 mod client;
 mod event;
@@ -16,6 +17,7 @@ mod list;
 mod output;
 mod streams;
 mod suggest;
+mod task;
 mod time;
 
 use std::io::IsTerminal;
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         }
     };
     let aws = cli.aws;
+    budget::init(cli.max_rps);
     let result = rt.block_on(async move {
         // Installed before the work starts, and read once more when it ends: a Ctrl-C that
         // arrives as the work completes must still end us by SIGINT, or a calling shell takes

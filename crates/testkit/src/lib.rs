@@ -678,6 +678,63 @@ impl Moto {
         aws_env(self.endpoint())
     }
 
+    /// Run a Python script with boto3 against this emulator (`ENDPOINT` is set in its
+    /// environment, and the dummy credentials); returns its stdout, trimmed.
+    pub fn python(&self, script: &str, args: &[&str]) -> String {
+        let mut py = Command::new(venv().join("bin/python"));
+        py.arg("-c")
+            .arg(script)
+            .args(args)
+            .env("ENDPOINT", self.endpoint());
+        for (k, v) in self.env() {
+            py.env(k, v);
+        }
+        stdout_or_panic(py, "python (boto3 against moto)")
+    }
+
+    /// Start an ECS task in `cluster` (made if missing) and return its ARN
+    /// (`arn:aws:ecs:…:task/CLUSTER/ID`). moto needs an EC2 instance registered as a
+    /// container instance to place it. moto moves a task one step towards STOPPED on every
+    /// DescribeTasks by default; here tasks stay RUNNING until [`Moto::ecs_stop_task`].
+    pub fn ecs_run_task(&self, cluster: &str) -> String {
+        self.python(
+            r#"
+import boto3, json, os, sys, urllib.request
+kw = dict(endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1")
+ecs, ec2 = boto3.client("ecs", **kw), boto3.client("ec2", **kw)
+req = urllib.request.Request(os.environ["ENDPOINT"] + "/moto-api/state-manager/set-transition",
+    data=json.dumps({"model_name": "ecs::task",
+                     "transition": {"progression": "manual", "times": 1000000}}).encode(),
+    method="POST")
+urllib.request.urlopen(req).read()
+cluster = sys.argv[1]
+ecs.create_cluster(clusterName=cluster)
+ami = ec2.describe_images()["Images"][0]["ImageId"]
+inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+ecs.register_container_instance(cluster=cluster,
+    instanceIdentityDocument=json.dumps({"instanceId": inst}))
+ecs.register_task_definition(family="app",
+    containerDefinitions=[{"name": "app", "image": "busybox", "memory": 128}])
+out = ecs.run_task(cluster=cluster, taskDefinition="app", count=1)
+assert not out.get("failures"), out["failures"]
+print(out["tasks"][0]["taskArn"])
+"#,
+            &[cluster],
+        )
+    }
+
+    /// StopTask with `reason`, as ECS does when a deployment replaces the task.
+    pub fn ecs_stop_task(&self, cluster: &str, task: &str, reason: &str) {
+        self.python(
+            r#"
+import boto3, os, sys
+ecs = boto3.client("ecs", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1")
+ecs.stop_task(cluster=sys.argv[1], task=sys.argv[2], reason=sys.argv[3])
+"#,
+            &[cluster, task, reason],
+        );
+    }
+
     /// Stop the emulator (its state is lost).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -22,6 +22,9 @@ pub struct Cw {
     pub moto: Moto,
     rt: tokio::runtime::Runtime,
     pub client: Client,
+    /// This test's own XDG_RUNTIME_DIR: its cwlogs processes share a request budget with
+    /// each other, not with the other tests running at the same time.
+    pub runtime_dir: std::path::PathBuf,
 }
 
 impl Cw {
@@ -39,7 +42,14 @@ impl Cw {
                 .load(),
         );
         let client = Client::new(&conf);
-        Cw { moto, rt, client }
+        let runtime_dir = std::env::temp_dir().join(testkit::unique_name("cwlogs-run"));
+        std::fs::create_dir_all(&runtime_dir).unwrap();
+        Cw {
+            moto,
+            rt,
+            client,
+            runtime_dir,
+        }
     }
 
     pub fn group(&self, name: &str) {
@@ -117,7 +127,8 @@ impl Cw {
             .collect()
     }
 
-    /// `cwlogs` with this emulator's environment, local zone UTC, no NO_COLOR.
+    /// `cwlogs` with this emulator's environment, local zone UTC, no NO_COLOR, this test's
+    /// own request budget, and a rate moto can take (the budget's own tests set it back).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(args)
@@ -125,6 +136,8 @@ impl Cw {
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
             .env("TZ", "UTC")
+            .env("XDG_RUNTIME_DIR", &self.runtime_dir)
+            .env("CWLOGS_MAX_RPS", "200")
             .stdin(Stdio::null());
         for (k, v) in self.moto.env() {
             c.env(k, v);
@@ -135,6 +148,12 @@ impl Cw {
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.cmd(args).output().expect("run cwlogs");
         Run::from(out)
+    }
+}
+
+impl Drop for Cw {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
 }
 
