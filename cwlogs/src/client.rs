@@ -24,6 +24,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// Throttling is a spell to outlast, not a failure: the account's quota is shared, and a
 /// busy moment passes within seconds to a minute.
 const THROTTLE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// [`THROTTLE_PATIENCE`], or CWLOGS_THROTTLE_PATIENCE (undocumented: for tests).
+fn patience() -> Duration {
+    static P: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *P.get_or_init(|| {
+        std::env::var("CWLOGS_THROTTLE_PATIENCE")
+            .ok()
+            .and_then(|v| humantime::parse_duration(&v).ok())
+            .unwrap_or(THROTTLE_PATIENCE)
+    })
+}
 const THROTTLE_MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Throttling shorter than this passes without a word.
 const THROTTLE_NOTE_AFTER: Duration = Duration::from_secs(2);
@@ -80,13 +91,13 @@ where
             crate::budget::throttled();
             let since = *throttled_since.get_or_insert_with(Instant::now);
             let waited = since.elapsed();
-            if waited >= THROTTLE_PATIENCE {
+            if waited >= patience() {
                 return Err(explain(what, err));
             }
             if waited >= THROTTLE_NOTE_AFTER {
                 note_throttled(what);
             }
-            let pause = backoff(throttles, THROTTLE_MAX_BACKOFF).min(THROTTLE_PATIENCE - waited);
+            let pause = backoff(throttles, THROTTLE_MAX_BACKOFF).min(patience() - waited);
             throttles += 1;
             tokio::time::sleep(pause).await;
             continue;
@@ -107,8 +118,8 @@ fn note_throttled(what: &str) {
         crate::output::erase_progress();
         eprintln!(
             "cwlogs: CloudWatch Logs is throttling requests (while {what}); waiting for it to \
-             pass, for up to {} minutes",
-            THROTTLE_PATIENCE.as_secs() / 60
+             pass, for up to {}",
+            humantime::format_duration(patience())
         );
     }
 }
@@ -175,10 +186,9 @@ where
              refresh them (e.g. `aws sso login`, or re-run under aws-vault) and try again"
         )),
         "ThrottlingException" => anyhow!(
-            "CloudWatch Logs kept throttling while {what}, for {} minutes; other tools or \
-             machines are using the account's quota: retry later, or lower --max-rps here and \
-             in the other cwlogs users' shells",
-            THROTTLE_PATIENCE.as_secs() / 60
+            "CloudWatch Logs kept throttling while {what}, for {}: other tools or machines are \
+             using up the account's quota; retry later, or lower --max-rps",
+            humantime::format_duration(patience())
         ),
         _ if is_credentials_missing(&detail) => daemon_kit::config(anyhow!(
             "no AWS credentials found while {what}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \

@@ -797,3 +797,163 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     }
     p
 }
+
+/// An HTTP/1.1 proxy in front of an AWS JSON endpoint (moto) that records when each request
+/// arrived and which operation it was (`X-Amz-Target`), and can answer
+/// `ThrottlingException` for a while instead of forwarding — the throttling a shared
+/// account quota gives, which moto never does.
+pub struct CountingProxy {
+    port: u16,
+    started: Instant,
+    shared: std::sync::Arc<ProxyShared>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    /// (arrival since start, operation, answered with throttling).
+    requests: std::sync::Mutex<Vec<(Duration, String, bool)>>,
+    /// Throttle every request that arrives before this.
+    throttle_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl CountingProxy {
+    /// Forward to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> CountingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let shared = std::sync::Arc::new(ProxyShared::default());
+        let started = Instant::now();
+        let s = shared.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let s = s.clone();
+                thread::spawn(move || proxy_conn(conn, upstream, started, &s));
+            }
+        });
+        CountingProxy {
+            port,
+            started,
+            shared,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Answer every request with ThrottlingException for `d` from now.
+    pub fn throttle_for(&self, d: Duration) {
+        *self.shared.throttle_until.lock().unwrap() = Some(Instant::now() + d);
+    }
+
+    /// (arrival since the proxy started, operation, throttled) of every request so far.
+    pub fn requests(&self) -> Vec<(Duration, String, bool)> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Time since the proxy started (the clock of [`CountingProxy::requests`]).
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The most requests that arrived within any `window` (half-open: `[t, t + window)`),
+    /// and when that window started.
+    pub fn busiest(&self, window: Duration) -> (usize, Duration) {
+        let mut times: Vec<Duration> = self.requests().iter().map(|r| r.0).collect();
+        times.sort();
+        let mut best = (0, Duration::ZERO);
+        for (i, t) in times.iter().enumerate() {
+            let n = times[i..].iter().take_while(|u| **u < *t + window).count();
+            if n > best.0 {
+                best = (n, *t);
+            }
+        }
+        best
+    }
+}
+
+/// Read one HTTP/1.1 message head (through the blank line) and its Content-Length body.
+fn read_message(r: &mut impl std::io::BufRead) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+        if let Some(v) = text.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+fn header(head: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(head).lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn proxy_conn(conn: std::net::TcpStream, upstream: u16, started: Instant, s: &ProxyShared) {
+    use std::io::{BufReader, Write};
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    while let Some((head, body)) = read_message(&mut r) {
+        let now = Instant::now();
+        let op = header(&head, "x-amz-target").unwrap_or_default();
+        let op = op.rsplit('.').next().unwrap_or_default().to_string();
+        let throttle = s.throttle_until.lock().unwrap().is_some_and(|u| now < u);
+        s.requests
+            .lock()
+            .unwrap()
+            .push((now - started, op, throttle));
+        if throttle {
+            let text = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+            let resp = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 x-amzn-ErrorType: ThrottlingException\r\n\
+                 x-amzn-RequestId: 00000000-0000-0000-0000-000000000000\r\n\
+                 Content-Length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            if w.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
+        let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+            return;
+        };
+        if up
+            .write_all(&head)
+            .and_then(|_| up.write_all(&body))
+            .is_err()
+        {
+            return;
+        }
+        let mut ur = BufReader::new(up);
+        let Some((rhead, rbody)) = read_message(&mut ur) else {
+            return;
+        };
+        if w.write_all(&rhead)
+            .and_then(|_| w.write_all(&rbody))
+            .is_err()
+        {
+            return;
+        }
+        if header(&rhead, "connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+            return;
+        }
+    }
+}
