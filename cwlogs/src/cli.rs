@@ -159,9 +159,13 @@ pub struct FetchArgs {
     /// Only streams whose name starts with this task ID or prefix
     #[arg(short = 't', long, value_name = "PREFIX")]
     pub task: Option<String>,
-    /// Keep printing new events until interrupted (Ctrl-C)
+    /// Keep printing new events until interrupted (Ctrl-C): by CloudWatch live tail while it
+    /// is allowed and unsampled, else by polling
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// With --follow: poll FilterLogEvents every 2 s instead of using live tail
+    #[arg(long, requires = "follow")]
+    pub poll: bool,
     /// Start of the window (42m, 1h30m, 2d, -1h, now, all, today, yesterday, 2017-05-21, 2017-05-21T15:00, RFC 3339, Unix seconds)
     #[arg(
         short = 's',

@@ -65,7 +65,16 @@ pub async fn load(args: &AwsArgs) -> Result<aws_config::SdkConfig> {
 }
 
 pub async fn connect(args: &AwsArgs) -> Result<Client> {
-    Ok(Client::new(&load(args).await?))
+    Ok(logs(&load(args).await?))
+}
+
+/// The CloudWatch Logs client for `conf`.
+pub fn logs(conf: &aws_config::SdkConfig) -> Client {
+    Client::from_conf(
+        aws_sdk_cloudwatchlogs::config::Builder::from(conf)
+            .interceptor(crate::live::PlainHostForLocalEndpoints)
+            .build(),
+    )
 }
 
 /// Send one CloudWatch Logs request built by `call`, within the shared budget: transient

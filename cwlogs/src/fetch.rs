@@ -23,7 +23,7 @@ use crate::format::{Formatter, Style, DEFAULT_TEMPLATE, MULTI_TEMPLATE, VERBOSE_
 use crate::output::{Out, Progress};
 use crate::streams::{self, Window};
 use crate::time::{self, local_display};
-use crate::{client, groups, task};
+use crate::{client, groups, live, task};
 
 /// FilterLogEvents takes at most this many stream names.
 const MAX_NAMES_PER_CALL: usize = 100;
@@ -85,7 +85,7 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
         .with_filter(filter);
 
     let conf = client::load(aws).await?;
-    let client = Client::new(&conf);
+    let client = client::logs(&conf);
     let progress = Progress::new();
     progress.spawn_ticker();
     let mut out = Out::new(progress.clone());
@@ -162,7 +162,12 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
             Some(find) => find.await??,
             None => None,
         };
-        return follow(&client, &resolved, &poll, &fmt, &mut out, seen, watch).await;
+        let live = if args.poll {
+            None
+        } else {
+            live::Target::new(&resolved, task, pattern.as_deref())
+        };
+        return follow(&client, &resolved, &poll, &fmt, &mut out, seen, watch, live).await;
     }
     if printed == 0 {
         let what = match &pattern {
@@ -429,12 +434,21 @@ fn slices(w: Window, n: usize) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// Events already printed (follow mode), with their timestamps for pruning.
+/// Events already printed (follow mode), so none prints twice.
+///
+/// Keyed by content — group, stream, timestamp, message — because live tail events carry no
+/// event id, and an event may come by live tail and by a poll (the gap after a session, the
+/// switch to polling). Identical events (same stream, millisecond and text) are counted, not
+/// merged: each source's count of a key is what it has seen of it, and an event prints
+/// when a source has seen more of its key than were printed.
 #[derive(Default)]
 struct Seen {
     /// Off for a plain fetch: slices are disjoint, nothing can repeat, no need to remember.
     off: bool,
-    ids: HashMap<String, i64>,
+    /// Key → (timestamp, printed).
+    printed: HashMap<String, (i64, u32)>,
+    /// Key → seen in the current live tail session.
+    live: HashMap<String, u32>,
     newest: Option<i64>,
 }
 
@@ -446,33 +460,69 @@ impl Seen {
         }
     }
 
-    /// Event ids are unique within a group; the stream is added so a key never depends on
-    /// how an emulator numbers them.
     fn key(e: &RawEvent) -> String {
-        format!("{}\0{}\0{}", e.group, e.stream, e.id)
+        format!("{}\0{}\0{}\0{}", e.group, e.stream, e.timestamp, e.message)
     }
 
-    fn contains(&self, e: &RawEvent) -> bool {
-        self.ids.contains_key(&Seen::key(e))
+    fn note_newest(&mut self, ts: i64) {
+        self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
     }
 
-    /// True the first time an event is offered.
+    /// The initial window: every event offered is a new one.
     fn first(&mut self, e: &RawEvent) -> bool {
         if self.off {
             return true;
         }
-        let key = Seen::key(e);
-        if self.ids.contains_key(&key) {
-            return false;
-        }
-        self.ids.insert(key, e.timestamp);
-        self.newest = Some(self.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
+        self.printed
+            .entry(Seen::key(e))
+            .or_insert((e.timestamp, 0))
+            .1 += 1;
+        self.note_newest(e.timestamp);
         true
     }
 
-    /// Forget ids older than any later poll will ask for.
+    /// A poll's events (everything from its start on, in time order): those not printed yet.
+    fn poll_batch(&mut self, batch: Vec<RawEvent>) -> Vec<RawEvent> {
+        let mut in_batch: HashMap<String, u32> = HashMap::new();
+        let mut fresh = Vec::new();
+        for e in batch {
+            let key = Seen::key(&e);
+            let n = in_batch.entry(key.clone()).or_insert(0);
+            *n += 1;
+            let printed = &mut self.printed.entry(key).or_insert((e.timestamp, 0)).1;
+            if *n > *printed {
+                *printed = *n;
+                self.note_newest(e.timestamp);
+                fresh.push(e);
+            }
+        }
+        fresh
+    }
+
+    /// A live tail event: new unless a poll printed it already.
+    fn live(&mut self, e: &RawEvent) -> bool {
+        let key = Seen::key(e);
+        let n = self.live.entry(key.clone()).or_insert(0);
+        *n += 1;
+        let printed = &mut self.printed.entry(key).or_insert((e.timestamp, 0)).1;
+        if *n > *printed {
+            *printed = *n;
+            self.note_newest(e.timestamp);
+            return true;
+        }
+        false
+    }
+
+    /// A new live tail session delivers only what was ingested after it started.
+    fn new_session(&mut self) {
+        self.live.clear();
+    }
+
+    /// Forget events older than any later poll will ask for.
     fn prune(&mut self, before: i64) {
-        self.ids.retain(|_, ts| *ts >= before);
+        self.printed.retain(|_, (ts, _)| *ts >= before);
+        let printed = &self.printed;
+        self.live.retain(|k, _| printed.contains_key(k));
     }
 }
 
@@ -551,8 +601,9 @@ struct Poll<'a> {
     pattern: Option<&'a str>,
 }
 
-/// Poll for new events until interrupted (or until the watched task stops), printing each
-/// event once.
+/// Follow until interrupted (or until the watched task stops), printing each event once:
+/// by live tail while it is allowed and complete, else by polling.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     client: &Client,
     resolved: &[groups::Group],
@@ -561,11 +612,42 @@ async fn follow(
     out: &mut Out,
     mut seen: Seen,
     watch: Option<task::Watch>,
+    mut live: Option<live::Target>,
 ) -> Result<()> {
     let mut newest = seen.newest.unwrap_or(time::now_ms());
     let task_id = watch.as_ref().map(|w| w.task().to_string());
     let mut stopped = watch.map(task::Watch::spawn);
-    loop {
+    let mut f = Follower {
+        client,
+        resolved,
+        poll,
+        fmt,
+        out,
+        seen: &mut seen,
+        newest: &mut newest,
+    };
+    let reason = loop {
+        if let Some(target) = live.as_ref() {
+            match f.live(target, &mut stopped).await? {
+                LiveEnd::Stopped(reason) => break reason,
+                LiveEnd::Sampled => {
+                    f.say(
+                        "cwlogs: CloudWatch is sampling this live tail (over 500 events/s); \
+                         switching to complete polling",
+                    );
+                    live = None;
+                }
+                LiveEnd::Denied(why) => {
+                    f.say(&format!(
+                        "cwlogs: live tail is not allowed for these credentials ({why}); \
+                         polling instead (logs:StartLiveTail grants it)"
+                    ));
+                    live = None;
+                }
+                LiveEnd::Unavailable => live = None,
+            }
+            continue;
+        }
         let pause = tokio::time::sleep(POLL_EVERY);
         let reason = match stopped.as_mut() {
             None => {
@@ -584,56 +666,141 @@ async fn follow(
                 },
             },
         };
-        // One more poll either way: after a stop it reads back --lookback, which brings the
-        // task's last events.
-        poll_once(client, resolved, poll, fmt, out, &mut seen, &mut newest).await?;
+        f.poll_once().await?;
         if let Some(reason) = reason {
-            crate::output::erase_progress();
-            eprintln!(
-                "cwlogs: task {} stopped ({reason}); exiting",
-                task_id.as_deref().unwrap_or_default()
-            );
-            return Ok(());
+            break reason;
         }
-    }
+    };
+    // One more poll: it reads back --lookback, which brings the task's last events.
+    f.poll_once().await?;
+    f.say(&format!(
+        "cwlogs: task {} stopped ({reason}); exiting",
+        task_id.as_deref().unwrap_or_default()
+    ));
+    Ok(())
 }
 
-/// One follow-mode poll: everything from the lookback on, new events printed.
-async fn poll_once(
-    client: &Client,
-    resolved: &[groups::Group],
-    poll: &Poll<'_>,
-    fmt: &Formatter,
-    out: &mut Out,
-    seen: &mut Seen,
-    newest: &mut i64,
-) -> Result<()> {
-    let now = time::now_ms();
-    let from = poll.since.max((*newest).min(now) - poll.lookback_ms);
-    let w = Window {
-        start: from,
-        end: now,
-    };
-    let mut batch = Vec::new();
-    for g in resolved {
-        for src in sources_for(client, &g.name, poll.task, w, poll.max_streams, true).await? {
-            let mut pager = Pager::new(client, &src, from, None, poll.pattern);
-            while let Some(page) = pager.next().await? {
-                batch.extend(page.into_iter().filter(|e| !seen.contains(e)));
+/// How a run of live tail sessions ended.
+enum LiveEnd {
+    Stopped(String),
+    Sampled,
+    Denied(String),
+    Unavailable,
+}
+
+/// What following needs, in one place.
+struct Follower<'a, 'p> {
+    client: &'a Client,
+    resolved: &'a [groups::Group],
+    poll: &'a Poll<'p>,
+    fmt: &'a Formatter,
+    out: &'a mut Out,
+    seen: &'a mut Seen,
+    newest: &'a mut i64,
+}
+
+impl Follower<'_, '_> {
+    fn say(&self, line: &str) {
+        crate::output::erase_progress();
+        eprintln!("{line}");
+    }
+
+    /// Live tail sessions, one after another, until one cannot start, samples, or the task
+    /// stops. Each session starts with a poll of the gap since the last event seen.
+    async fn live(
+        &mut self,
+        target: &live::Target,
+        stopped: &mut Option<tokio::sync::oneshot::Receiver<String>>,
+    ) -> Result<LiveEnd> {
+        let mut sessions = 0u32;
+        loop {
+            let mut session = match live::start(self.client, target).await {
+                Ok(s) => s,
+                Err(live::Refused::Denied(why)) => return Ok(LiveEnd::Denied(why)),
+                // A session that ran before may fail to restart for a moment; polling
+                // carries on without loss either way.
+                Err(live::Refused::Unavailable) => return Ok(LiveEnd::Unavailable),
+            };
+            sessions += 1;
+            self.seen.new_session();
+            // Events between the last one seen and the session's start (the window's end,
+            // or the previous session's): the session will not bring them.
+            self.poll_once().await?;
+            loop {
+                let update = match stopped.as_mut() {
+                    None => session.next(target).await?,
+                    Some(rx) => tokio::select! {
+                        u = session.next(target) => u?,
+                        r = rx => match r {
+                            Ok(reason) => return Ok(LiveEnd::Stopped(reason)),
+                            Err(_) => {
+                                *stopped = None;
+                                continue;
+                            }
+                        },
+                    },
+                };
+                match update {
+                    live::Update::Events(events) => {
+                        let mut buf = Vec::new();
+                        for e in &events {
+                            if self.seen.live(e) {
+                                self.fmt.write(e, &mut buf)?;
+                            }
+                        }
+                        self.out.write(&buf)?;
+                        *self.newest = (*self.newest).max(self.seen.newest.unwrap_or(0));
+                        let now = time::now_ms();
+                        self.seen.prune(
+                            self.poll
+                                .since
+                                .max((*self.newest).min(now) - self.poll.lookback_ms),
+                        );
+                    }
+                    // Switch to polling from the last event seen: the sampled update's own
+                    // events come from the polls.
+                    live::Update::Sampled => {
+                        self.poll_once().await?;
+                        return Ok(LiveEnd::Sampled);
+                    }
+                    live::Update::Ended => break,
+                }
+            }
+            // Guards against an endpoint that ends every session at once.
+            if sessions > 3 && sessions.is_power_of_two() {
+                tokio::time::sleep(POLL_EVERY).await;
             }
         }
     }
-    batch.sort_by_key(|e| e.timestamp);
-    let mut buf = Vec::new();
-    for e in &batch {
-        if seen.first(e) {
-            fmt.write(e, &mut buf)?;
+
+    /// One poll: everything from the lookback on, new events printed.
+    async fn poll_once(&mut self) -> Result<()> {
+        let (client, poll) = (self.client, self.poll);
+        let now = time::now_ms();
+        let from = poll.since.max((*self.newest).min(now) - poll.lookback_ms);
+        let w = Window {
+            start: from,
+            end: now,
+        };
+        let mut batch = Vec::new();
+        for g in self.resolved {
+            for src in sources_for(client, &g.name, poll.task, w, poll.max_streams, true).await? {
+                let mut pager = Pager::new(client, &src, from, None, poll.pattern);
+                while let Some(page) = pager.next().await? {
+                    batch.extend(page);
+                }
+            }
         }
+        batch.sort_by_key(|e| e.timestamp);
+        let mut buf = Vec::new();
+        for e in &self.seen.poll_batch(batch) {
+            self.fmt.write(e, &mut buf)?;
+        }
+        self.out.write(&buf)?;
+        *self.newest = (*self.newest).max(self.seen.newest.unwrap_or(*self.newest));
+        self.seen.prune(from);
+        Ok(())
     }
-    out.write(&buf)?;
-    *newest = (*newest).max(seen.newest.unwrap_or(*newest));
-    seen.prune(from);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -676,13 +843,36 @@ mod tests {
             id: id.into(),
             timestamp: ts,
             ingestion: ts,
-            message: String::new(),
+            message: id.into(),
         };
         let mut s = Seen::default();
-        assert!(s.first(&ev("a", 10)));
-        assert!(!s.first(&ev("a", 10)));
-        assert!(s.first(&ev("b", 20)));
+        // The window: a, and b twice (same stream, millisecond and text: two events).
+        for e in [ev("a", 10), ev("b", 20), ev("b", 20)] {
+            assert!(s.first(&e));
+        }
         assert_eq!(s.newest, Some(20));
+        // A poll re-reading all of it, and one new c, prints only c.
+        let fresh = s.poll_batch(vec![ev("a", 10), ev("b", 20), ev("b", 20), ev("c", 30)]);
+        assert_eq!(
+            fresh.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
+        // A live session brings c (printed by the poll) and a third b (new).
+        s.new_session();
+        assert!(!s.live(&ev("c", 30)));
+        assert!(!s.live(&ev("b", 20)));
+        assert!(!s.live(&ev("b", 20)));
+        assert!(s.live(&ev("b", 20)));
+        assert!(s.live(&ev("d", 40)));
+        // A poll after the switch: nothing new.
+        let all = vec![
+            ev("b", 20),
+            ev("b", 20),
+            ev("b", 20),
+            ev("c", 30),
+            ev("d", 40),
+        ];
+        assert!(s.poll_batch(all).is_empty());
         s.prune(15);
         assert!(s.first(&ev("a", 10)));
     }

@@ -14,6 +14,8 @@ const SUGGEST_SCAN_LIMIT: usize = 10_000;
 pub struct Group {
     pub name: String,
     pub creation_time: Option<i64>,
+    /// Without the `:*` DescribeLogGroups' `arn` ends in (StartLiveTail refuses that form).
+    pub arn: Option<String>,
 }
 
 /// Every group whose name starts with `prefix`, in name order, page by page to `each`.
@@ -40,6 +42,10 @@ pub async fn for_each(
             each(Group {
                 name: g.log_group_name().unwrap_or_default().to_string(),
                 creation_time: g.creation_time(),
+                arn: g
+                    .log_group_arn()
+                    .or_else(|| g.arn().map(|a| a.trim_end_matches(":*")))
+                    .map(str::to_string),
             })?;
         }
         match out.next_token() {

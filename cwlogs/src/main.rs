@@ -14,6 +14,7 @@ mod filter;
 mod format;
 mod groups;
 mod list;
+mod live;
 mod output;
 mod streams;
 mod suggest;

@@ -45,7 +45,7 @@ fn followers_and_a_big_fetch_share_one_budget_and_outlast_throttling() {
     cw.stream("live", "s");
     cw.put("live", "s", &[(now_ms() - 1000, "before".into())]);
 
-    let follow = ["fetch", "live", "-f", "-o", "{{message}}"];
+    let follow = ["fetch", "live", "-f", "--poll", "-o", "{{message}}"];
     let mut f1 = via(&cw, &proxy, &follow).spawn().unwrap();
     let mut f2 = via(&cw, &proxy, &follow).spawn().unwrap();
     let mut out1 = Lines::new(f1.stdout.take().unwrap());

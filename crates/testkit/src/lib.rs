@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+mod live_tail;
+pub use live_tail::{LiveEvent, LiveTailServer};
+
 /// One journal entry as `journalctl -o json` prints it.
 pub type Entry = Map<String, Value>;
 

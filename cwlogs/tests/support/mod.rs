@@ -104,6 +104,23 @@ impl Cw {
         }
     }
 
+    /// The group's ARN for StartLiveTail (without the `:*` of DescribeLogGroups' `arn`).
+    pub fn group_arn(&self, group: &str) -> String {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .describe_log_groups()
+                    .log_group_name_prefix(group)
+                    .send(),
+            )
+            .unwrap();
+        let g = &out.log_groups()[0];
+        g.log_group_arn()
+            .map(str::to_string)
+            .unwrap_or_else(|| g.arn().unwrap().trim_end_matches(":*").to_string())
+    }
+
     /// (name, creation time, last event) of every stream of a group, as the API reports them.
     pub fn describe_streams(&self, group: &str) -> Vec<(String, i64, Option<i64>)> {
         let out = self
@@ -232,8 +249,10 @@ pub fn long(ms: i64) -> String {
 
 /// Lines of a child's stdout as they arrive, read on a thread.
 pub struct Lines {
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<(std::time::Instant, String)>,
     pub seen: Vec<String>,
+    /// When each line of `seen` was read from the pipe.
+    pub arrived: Vec<std::time::Instant>,
 }
 
 impl Lines {
@@ -251,7 +270,7 @@ impl Lines {
                 while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=i).collect();
                     let s = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                    if tx.send(s).is_err() {
+                    if tx.send((std::time::Instant::now(), s)).is_err() {
                         return;
                     }
                 }
@@ -260,6 +279,7 @@ impl Lines {
         Lines {
             rx,
             seen: Vec::new(),
+            arrived: Vec::new(),
         }
     }
 
@@ -272,7 +292,10 @@ impl Lines {
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok(l) => self.seen.push(l),
+                Ok((t, l)) => {
+                    self.seen.push(l);
+                    self.arrived.push(t);
+                }
                 Err(_) => panic!(
                     "no line containing {needle:?} within {timeout:?}; got {:#?}",
                     self.seen
@@ -283,8 +306,9 @@ impl Lines {
 
     /// Everything else the child printed before it exited.
     pub fn drain(&mut self) {
-        while let Ok(l) = self.rx.recv_timeout(Duration::from_secs(10)) {
+        while let Ok((t, l)) = self.rx.recv_timeout(Duration::from_secs(10)) {
             self.seen.push(l);
+            self.arrived.push(t);
         }
     }
 }

@@ -1,0 +1,232 @@
+//! Following with CloudWatch's StartLiveTail: events pushed every second, without spending
+//! the FilterLogEvents quota that polling shares with everyone.
+//!
+//! Live tail samples above 500 events/s per session, and sessions end after 3 hours. Neither
+//! may hide an event: a sampled update makes cwlogs say so and switch to polling from the
+//! last event seen; an ended session is restarted and the gap read back with one poll. Live
+//! events carry no event id, so the follow loop de-duplicates by content (see `Seen`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use anyhow::Result;
+use aws_sdk_cloudwatchlogs::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_cloudwatchlogs::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_cloudwatchlogs::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::types::StartLiveTailResponseStream;
+use aws_sdk_cloudwatchlogs::Client;
+
+use crate::event::RawEvent;
+
+/// StartLiveTail takes at most this many groups.
+const MAX_GROUPS: usize = 10;
+
+/// What a live tail session follows.
+pub struct Target {
+    /// Group ARN → group name (events name their group by ARN).
+    groups: HashMap<String, String>,
+    prefix: Option<String>,
+    pattern: Option<String>,
+}
+
+impl Target {
+    /// The session for these groups, or `None` when StartLiveTail cannot express it (more
+    /// than 10 groups, a task prefix over several groups, a group without an ARN).
+    pub fn new(
+        groups: &[crate::groups::Group],
+        prefix: Option<&str>,
+        pattern: Option<&str>,
+    ) -> Option<Target> {
+        if groups.is_empty() || groups.len() > MAX_GROUPS || (prefix.is_some() && groups.len() > 1)
+        {
+            return None;
+        }
+        let groups = groups
+            .iter()
+            .map(|g| Some((g.arn.clone()?, g.name.clone())))
+            .collect::<Option<HashMap<_, _>>>()?;
+        Some(Target {
+            groups,
+            prefix: prefix.map(str::to_string),
+            pattern: pattern.map(str::to_string),
+        })
+    }
+}
+
+/// Why a session could not start.
+pub enum Refused {
+    /// The credentials may not use StartLiveTail (said once, then polling).
+    Denied(String),
+    /// Anything else: an endpoint without live tail (an emulator), a transient failure.
+    Unavailable,
+}
+
+/// A running session.
+pub struct Session {
+    stream: aws_sdk_cloudwatchlogs::primitives::event_stream::EventReceiver<
+        StartLiveTailResponseStream,
+        aws_sdk_cloudwatchlogs::types::error::StartLiveTailResponseStreamError,
+    >,
+}
+
+/// What a session brought.
+pub enum Update {
+    /// Events (unsampled), in time order.
+    Events(Vec<RawEvent>),
+    /// CloudWatch sampled this update: its events are not all there.
+    Sampled,
+    /// The session ended (3 hours, or the stream closed): start another.
+    Ended,
+}
+
+/// Start a session; it counts as one request of the shared budget.
+pub async fn start(client: &Client, t: &Target) -> Result<Session, Refused> {
+    crate::budget::take().await;
+    let mut req = client
+        .start_live_tail()
+        .set_log_group_identifiers(Some(t.groups.keys().cloned().collect()))
+        .set_log_event_filter_pattern(t.pattern.clone());
+    if let Some(p) = &t.prefix {
+        req = req.log_stream_name_prefixes(p);
+    }
+    match req.send().await {
+        Ok(out) => Ok(Session {
+            stream: out.response_stream,
+        }),
+        Err(e) => {
+            let code = e.code().unwrap_or_default().to_string();
+            let msg = e
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| detail(&e));
+            if matches!(code.as_str(), "AccessDeniedException" | "AccessDenied") {
+                Err(Refused::Denied(msg))
+            } else {
+                Err(Refused::Unavailable)
+            }
+        }
+    }
+}
+
+fn detail(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Session {
+    /// The next update worth acting on (empty updates and the session start are skipped).
+    pub async fn next(&mut self, t: &Target) -> Result<Update> {
+        loop {
+            let msg = match self.stream.recv().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(Update::Ended),
+                // SessionTimeoutException after 3 hours, or the connection dropped: either
+                // way a new session and one poll for the gap carry on without loss.
+                Err(SdkError::ServiceError(_)) | Err(SdkError::DispatchFailure(_)) => {
+                    return Ok(Update::Ended)
+                }
+                Err(SdkError::ResponseError(_)) | Err(SdkError::TimeoutError(_)) => {
+                    return Ok(Update::Ended)
+                }
+                Err(e) => return Err(anyhow::anyhow!("live tail failed: {}", detail(&e))),
+            };
+            let StartLiveTailResponseStream::SessionUpdate(u) = msg else {
+                continue;
+            };
+            if u.session_metadata().is_some_and(|m| m.sampled()) {
+                return Ok(Update::Sampled);
+            }
+            if u.session_results().is_empty() {
+                continue;
+            }
+            let mut events: Vec<RawEvent> = u
+                .session_results()
+                .iter()
+                .map(|e| {
+                    let arn = e.log_group_identifier().unwrap_or_default();
+                    RawEvent {
+                        group: t.groups.get(arn).map(String::as_str).unwrap_or(arn).into(),
+                        stream: e.log_stream_name().unwrap_or_default().to_string(),
+                        // Live tail events have no id.
+                        id: String::new(),
+                        timestamp: e.timestamp().unwrap_or(0),
+                        ingestion: e.ingestion_time().unwrap_or(0),
+                        message: e.message().unwrap_or_default().to_string(),
+                    }
+                })
+                .collect();
+            events.sort_by_key(|e| e.timestamp);
+            return Ok(Update::Events(events));
+        }
+    }
+}
+
+/// StartLiveTail is sent to `stream-` + the endpoint's host. An `--endpoint-url` that is an
+/// IP address or `localhost` (an emulator, a tunnel) cannot take a prefix; there the request
+/// goes to the endpoint as given.
+#[derive(Debug)]
+pub struct PlainHostForLocalEndpoints;
+
+impl Intercept for PlainHostForLocalEndpoints {
+    fn name(&self) -> &'static str {
+        "PlainHostForLocalEndpoints"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let req = context.request_mut();
+        if let Some(plain) = without_prefix(req.uri()) {
+            req.set_uri(plain)?;
+        }
+        Ok(())
+    }
+}
+
+/// `http://stream-127.0.0.1:5000/` → `http://127.0.0.1:5000/`; `None` for anything else.
+fn without_prefix(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let rest = rest.strip_prefix("stream-")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host == "localhost" || host.parse::<IpAddr>().is_ok()).then(|| format!("{scheme}://{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_prefix;
+
+    #[test]
+    fn the_stream_prefix_is_dropped_only_where_it_cannot_resolve() {
+        assert_eq!(
+            without_prefix("http://stream-127.0.0.1:5000/").as_deref(),
+            Some("http://127.0.0.1:5000/")
+        );
+        assert_eq!(
+            without_prefix("http://stream-localhost:80/x?y").as_deref(),
+            Some("http://localhost:80/x?y")
+        );
+        assert_eq!(
+            without_prefix("http://stream-[::1]:5000/").as_deref(),
+            Some("http://[::1]:5000/")
+        );
+        assert_eq!(
+            without_prefix("https://stream-logs.us-east-1.amazonaws.com/"),
+            None
+        );
+        assert_eq!(without_prefix("http://127.0.0.1:5000/"), None);
+    }
+}
