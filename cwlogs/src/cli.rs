@@ -1,7 +1,30 @@
 //! Command line: the Go `cwlogs` commands and flags, plus `groups`, several services,
 //! `--json` and the AWS connection options.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, ValueHint};
+use clap_complete::engine::ArgValueCompleter;
+
+/// The command line as shells complete it and the man page shows it: every flag that
+/// takes a value other than a path says so (`ValueHint::Other`), so no shell offers file
+/// names after `--since` or `--format`.
+pub fn command() -> clap::Command {
+    fn no_files(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd.mut_args(|a| {
+            if a.get_action().takes_values() && a.get_value_hint() == ValueHint::Unknown {
+                a.value_hint(ValueHint::Other)
+            } else {
+                a
+            }
+        });
+        let subs: Vec<String> = cmd
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        subs.into_iter()
+            .fold(cmd, |cmd, name| cmd.mut_subcommand(name, no_files))
+    }
+    no_files(Cli::command())
+}
 
 /// A configuration error (bad flag value, missing region): exit status 2, not 1.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +82,10 @@ ENVIRONMENT:
   NO_COLOR     set and not empty: no colour with --color auto
   CWLOGS_MAX_RPS
                the default of --max-rps
+  XDG_CACHE_HOME
+               where the group names for shell completion are cached (cwlogs/groups;
+               else ~/.cache/cwlogs/groups; rewritten by `cwlogs groups`)
+  COMPLETE     COMPLETE=bash cwlogs (or zsh, fish) prints the shell completion to source
   XDG_RUNTIME_DIR
                where the shared request budget lives (cwlogs-budget; else
                /tmp/cwlogs-budget-UID)";
@@ -107,6 +134,7 @@ pub enum Command {
     /// List log groups (services), optionally those starting with PREFIX
     Groups {
         /// Only groups whose name starts with this
+        #[arg(add = ArgValueCompleter::new(crate::groups::complete))]
         prefix: Option<String>,
     },
     /// `cwlogs SERVICE` is not a command: answered with a hint.
@@ -130,6 +158,7 @@ Examples:
 #[derive(Args, Debug)]
 pub struct ListArgs {
     /// The service (log group)
+    #[arg(add = ArgValueCompleter::new(crate::groups::complete))]
     pub service: String,
     /// Only streams whose name starts with this task ID or prefix
     #[arg(short = 't', long, value_name = "PREFIX")]
@@ -154,7 +183,7 @@ pub struct ListArgs {
 #[derive(Args, Debug)]
 pub struct FetchArgs {
     /// The service(s) (log groups); several are interleaved in time order
-    #[arg(required = true, value_name = "SERVICE")]
+    #[arg(required = true, value_name = "SERVICE", add = ArgValueCompleter::new(crate::groups::complete))]
     pub services: Vec<String>,
     /// Only streams whose name starts with this task ID or prefix
     #[arg(short = 't', long, value_name = "PREFIX")]
