@@ -29,9 +29,10 @@ use clap::Parser;
 use cli::{Cli, ColorChoice, Command};
 
 fn main() -> ExitCode {
-    dynamic_completion_if_asked();
     cli_gen::generate_if_asked(cli::command);
-    // `COMPLETE=bash cwlogs` prints the shell's registration; the shell then asks us.
+    // `COMPLETE=bash cwlogs` prints the registration of the dynamic completion (group names
+    // from the cache); the shell then asks us on every Tab. The installed completions
+    // (`--generate`, static) know commands and flags only.
     clap_complete::CompleteEnv::with_factory(cli::command).complete();
     let cli = Cli::parse();
     let color = match cli.color {
@@ -114,36 +115,6 @@ fn main() -> ExitCode {
         }
     };
     std::process::exit(code)
-}
-
-/// `cwlogs --generate complete-SHELL` (what install.sh installs) is the registration of
-/// clap_complete's dynamic completion, not a static script: only the running program can
-/// offer the group names of its cache. The registration calls `cwlogs` by name, found on
-/// PATH when the shell completes.
-fn dynamic_completion_if_asked() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let kind = match args.as_slice() {
-        [flag, kind] if flag == "--generate" => kind.as_str(),
-        [one] => match one.strip_prefix("--generate=") {
-            Some(kind) => kind,
-            None => return,
-        },
-        _ => return,
-    };
-    let Some(shell) = kind.strip_prefix("complete-") else {
-        return;
-    };
-    if !["bash", "zsh", "fish"].contains(&shell) {
-        return;
-    }
-    std::env::set_var("COMPLETE", shell);
-    let done = clap_complete::CompleteEnv::with_factory(cli::command)
-        .completer("cwlogs")
-        .try_complete(["cwlogs"], None);
-    match done {
-        Ok(_) => std::process::exit(0),
-        Err(e) => e.exit(),
-    }
 }
 
 /// End an interrupted command by SIGINT itself, not by a plain exit status: a calling shell

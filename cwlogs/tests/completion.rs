@@ -105,10 +105,10 @@ fn group_names_complete_from_the_cache_and_no_flag_value_completes_files() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// The installed bash completion (`cwlogs --generate complete-bash`, what install.sh
-/// installs) run by a real bash: it asks cwlogs, which answers from the cache.
+/// The dynamic bash completion (`source <(COMPLETE=bash cwlogs)`) run by a real bash: it
+/// asks cwlogs, which answers from the cache.
 #[test]
-fn the_installed_bash_completion_offers_cached_group_names() {
+fn the_dynamic_bash_completion_offers_cached_group_names() {
     let cw = Cw::start();
     let home = std::env::temp_dir().join(testkit::unique_name("cwlogs-bash"));
     std::fs::create_dir_all(home.join("cwlogs")).unwrap();
@@ -117,10 +117,7 @@ fn the_installed_bash_completion_offers_cached_group_names() {
         "checkout-api\ncheckout-worker\npayments\n",
     )
     .unwrap();
-    let script = Command::new(BIN)
-        .args(["--generate", "complete-bash"])
-        .output()
-        .unwrap();
+    let script = Command::new(BIN).env("COMPLETE", "bash").output().unwrap();
     assert!(script.status.success());
     let script_path = home.join("cwlogs.bash");
     std::fs::write(&script_path, &script.stdout).unwrap();
@@ -163,4 +160,29 @@ fn the_installed_bash_completion_offers_cached_group_names() {
         Vec::<String>::new()
     );
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The installed (static) completions: commands and flags, and no files after value flags.
+#[test]
+fn generated_completion_scripts_offer_no_files_for_flag_values() {
+    let bash = Command::new(BIN)
+        .args(["--generate", "complete-bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.contains("--since"), "{bash}");
+    assert!(
+        !bash.contains("compgen -f"),
+        "bash offers files somewhere:\n{bash}"
+    );
+    let zsh = Command::new(BIN)
+        .args(["--generate", "complete-zsh"])
+        .output()
+        .unwrap();
+    let zsh = String::from_utf8_lossy(&zsh.stdout);
+    assert!(zsh.contains("--since"), "{zsh}");
+    assert!(
+        !zsh.contains("_files"),
+        "zsh offers files somewhere:\n{zsh}"
+    );
 }
