@@ -68,9 +68,10 @@ pub struct Cli {
 
 const AFTER_HELP: &str = "\
 EXIT STATUS:
-  0  done (also: --follow ended with Ctrl-C, or the output was closed)
-  1  a runtime failure (CloudWatch Logs unreachable, throttling that did not end, a request
-     that failed)
+  0  done (also: --follow ended with Ctrl-C or because the followed ECS task stopped, or the
+     output was closed)
+  1  a runtime failure (CloudWatch Logs unreachable, throttling that lasted 2 minutes, a
+     request that failed)
   2  a configuration or usage error (bad flag or value, unknown command, no AWS region, no
      AWS credentials or credentials AWS rejected, access denied)
   130  interrupted by Ctrl-C (without --follow)

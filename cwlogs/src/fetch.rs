@@ -714,7 +714,7 @@ impl Follower<'_, '_> {
     ) -> Result<LiveEnd> {
         let mut sessions = 0u32;
         loop {
-            let mut session = match live::start(self.client, target).await {
+            let session = match live::start(self.client, target).await {
                 Ok(s) => s,
                 Err(live::Refused::Denied(why)) => return Ok(LiveEnd::Denied(why)),
                 // A session that ran before may fail to restart for a moment; polling
@@ -725,12 +725,21 @@ impl Follower<'_, '_> {
             self.seen.new_session();
             // Events between the last one seen and the session's start (the window's end,
             // or the previous session's): the session will not bring them.
+            let (mut updates, reader) = session.spawn_reader(target.clone());
+            // The reader stops when we leave, whichever way.
+            struct Abort(tokio::task::JoinHandle<()>);
+            impl Drop for Abort {
+                fn drop(&mut self) {
+                    self.0.abort();
+                }
+            }
+            let _reader = Abort(reader);
             self.poll_once().await?;
             loop {
-                let update = match stopped.as_mut() {
-                    None => session.next(target).await?,
+                let next = match stopped.as_mut() {
+                    None => updates.recv().await,
                     Some(rx) => tokio::select! {
-                        u = session.next(target) => u?,
+                        u = updates.recv() => u,
                         r = rx => match r {
                             Ok(reason) => return Ok(LiveEnd::Stopped(reason)),
                             Err(_) => {
@@ -740,6 +749,7 @@ impl Follower<'_, '_> {
                         },
                     },
                 };
+                let update = next.unwrap_or(Ok(live::Update::Ended))?;
                 match update {
                     live::Update::Events(events) => {
                         let mut buf = Vec::new();

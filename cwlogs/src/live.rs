@@ -22,6 +22,7 @@ use crate::event::RawEvent;
 const MAX_GROUPS: usize = 10;
 
 /// What a live tail session follows.
+#[derive(Clone)]
 pub struct Target {
     /// Group ARN → group name (events name their group by ARN).
     groups: HashMap<String, String>,
@@ -120,6 +121,31 @@ fn detail(e: &dyn std::error::Error) -> String {
 }
 
 impl Session {
+    /// Read the session on a task of its own, as fast as CloudWatch sends: a client that
+    /// reads slower than the server sends (stdout blocked by a pager, a slow terminal) makes
+    /// CloudWatch buffer 10 updates or 5,000 events and then drop the oldest, silently.
+    /// Here the backlog waits in memory instead. The receiver ends after `Ended`, `Sampled`
+    /// or an error; dropping it ends the reading.
+    pub fn spawn_reader(
+        mut self,
+        t: Target,
+    ) -> (
+        tokio::sync::mpsc::UnboundedReceiver<Result<Update>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            loop {
+                let u = self.next(&t).await;
+                let last = !matches!(u, Ok(Update::Events(_)));
+                if tx.send(u).is_err() || last {
+                    return;
+                }
+            }
+        });
+        (rx, reader)
+    }
+
     /// The next update worth acting on (empty updates and the session start are skipped).
     pub async fn next(&mut self, t: &Target) -> Result<Update> {
         loop {

@@ -152,8 +152,9 @@ async fn status(client: &Client, cluster: &str, task: &str) -> Result<Option<Sta
         .send()
         .await
         .map_err(|e| {
-            explain(
+            ecs_error(
                 &format!("asking ECS about task {task} in cluster {cluster:?}"),
+                cluster,
                 e,
             )
         })?;
@@ -175,6 +176,30 @@ async fn status(client: &Client, cluster: &str, task: &str) -> Result<Option<Sta
     Ok(Some(Status::Stopped(reason)))
 }
 
+/// An ECS error in words: its permissions and its cluster are the operator's to fix (exit 2).
+fn ecs_error<E, R>(
+    what: &str,
+    cluster: &str,
+    err: aws_sdk_ecs::error::SdkError<E, R>,
+) -> anyhow::Error
+where
+    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_ecs::error::ProvideErrorMetadata;
+    match err.code() {
+        Some("AccessDeniedException") => daemon_kit::config_error(format!(
+            "access denied while {what}: --until-task-stops needs ecs:DescribeTasks (and \
+             ecs:ListClusters without --cluster); ask for them, or follow without it"
+        )),
+        Some("ClusterNotFoundException") => daemon_kit::config_error(format!(
+            "ECS has no cluster {cluster:?} in this account and region: check --cluster and \
+             --region"
+        )),
+        _ => explain(what, err),
+    }
+}
+
 /// The cluster that has `task`, looking through the account's clusters.
 async fn search(client: &Client, task: &str) -> Result<Option<String>> {
     let out = client
@@ -182,7 +207,7 @@ async fn search(client: &Client, task: &str) -> Result<Option<String>> {
         .max_results(MAX_CLUSTERS_SEARCHED as i32)
         .send()
         .await
-        .map_err(|e| explain("listing the ECS clusters (to find the task's)", e))?;
+        .map_err(|e| ecs_error("listing the ECS clusters (to find the task's)", "", e))?;
     for arn in out.cluster_arns() {
         let name = arn.rsplit('/').next().unwrap_or(arn);
         if status(client, name, task).await?.is_some() {

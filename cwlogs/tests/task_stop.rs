@@ -134,6 +134,22 @@ fn until_task_stops_needs_a_task_it_can_find() {
         "{}",
         r.stderr
     );
+    let r = cw.run(&[
+        "fetch",
+        "checkout",
+        "-f",
+        "--until-task-stops",
+        "-t",
+        ghost,
+        "--cluster",
+        "nope",
+    ]);
+    assert!(
+        r.fails(2)
+            .contains("ECS has no cluster \"nope\" in this account and region"),
+        "{}",
+        r.stderr
+    );
     // Without -f there is nothing to stop.
     let r = cw.run(&["fetch", "checkout", "--until-task-stops", "-t", ghost]);
     assert!(r.fails(2).contains("--follow"), "{}", r.stderr);
