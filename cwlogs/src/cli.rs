@@ -153,6 +153,7 @@ Default: [ {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}} - {{
 Examples:
   cwlogs fetch api -t 0f5c3b2a -s 2h
   cwlogs fetch api worker -f --grep ERROR
+  cwlogs fetch api -f -t ecs/api/0f5c3b2a --cluster prod   # ends when the task stops
   cwlogs fetch api --json | jq .message
   cwlogs fetch api -o '{{time_short}} {{cyan info.host}} {{message}}'";
 
@@ -249,7 +250,8 @@ pub struct FetchArgs {
     #[arg(long)]
     pub local: bool,
     /// With --follow: stop when the ECS task ends (automatic when --task names one ECS task
-    /// and --cluster is given): print its last events and why it stopped, and exit 0
+    /// whose cluster is given or can be found): print its last events and why it stopped,
+    /// and exit 0
     #[arg(long, requires = "follow")]
     pub until_task_stops: bool,
     /// The ECS cluster of the task for --until-task-stops (default: found by asking ECS)

@@ -70,11 +70,30 @@ pub async fn connect(args: &AwsArgs) -> Result<Client> {
 
 /// The CloudWatch Logs client for `conf`.
 pub fn logs(conf: &aws_config::SdkConfig) -> Client {
-    Client::from_conf(
-        aws_sdk_cloudwatchlogs::config::Builder::from(conf)
-            .interceptor(crate::live::PlainHostForLocalEndpoints)
-            .build(),
-    )
+    let mut b = aws_sdk_cloudwatchlogs::config::Builder::from(conf)
+        .interceptor(crate::live::PlainHostForLocalEndpoints);
+    let http = conf.http_client().unwrap_or_else(default_https_client);
+    b = b.http_client(crate::budget::http_client(http));
+    Client::from_conf(b.build())
+}
+
+/// The SDK's own default HTTPS client (hyper 1, rustls with aws-lc, HTTP(S)_PROXY from the
+/// environment), made here because the SDK builds it out of reach when none is given, and
+/// the budget needs to wrap it.
+fn default_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn =
+            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            conn.set_sleep_impl(c.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    })
 }
 
 /// Send one CloudWatch Logs request built by `call`, within the shared budget: transient
@@ -91,7 +110,7 @@ where
     let mut throttles = 0u32;
     let mut throttled_since: Option<Instant> = None;
     loop {
-        crate::budget::take().await;
+        // The budget is taken by the HTTP client (see `logs`), per attempt.
         let err = match call().await {
             Ok(v) => return Ok(v),
             Err(e) => e,

@@ -626,16 +626,30 @@ async fn follow(
         seen: &mut seen,
         newest: &mut newest,
     };
+    // After sampling, live tail is tried again a minute later (the burst may be over), and
+    // the notice is said at most once a minute.
+    let minute = sampling_period();
+    let mut sampled_live: Option<live::Target> = None;
+    let mut retry_live_at = None;
+    let mut last_notice: Option<std::time::Instant> = None;
     let reason = loop {
+        if retry_live_at.is_some_and(|t| std::time::Instant::now() >= t) {
+            live = sampled_live.take();
+            retry_live_at = None;
+        }
         if let Some(target) = live.as_ref() {
             match f.live(target, &mut stopped).await? {
                 LiveEnd::Stopped(reason) => break reason,
                 LiveEnd::Sampled => {
-                    f.say(
-                        "cwlogs: CloudWatch is sampling this live tail (over 500 events/s); \
-                         switching to complete polling",
-                    );
-                    live = None;
+                    if last_notice.is_none_or(|t| t.elapsed() >= minute) {
+                        f.say(
+                            "cwlogs: CloudWatch is sampling this live tail (over 500 events/s); \
+                             switching to complete polling",
+                        );
+                        last_notice = Some(std::time::Instant::now());
+                    }
+                    sampled_live = live.take();
+                    retry_live_at = Some(std::time::Instant::now() + minute);
                 }
                 LiveEnd::Denied(why) => {
                     f.say(&format!(
@@ -678,6 +692,15 @@ async fn follow(
         task_id.as_deref().unwrap_or_default()
     ));
     Ok(())
+}
+
+/// A minute: how long polling lasts after live tail was sampled, and how often that is said.
+/// CWLOGS_SAMPLING_PERIOD (undocumented) shortens it for tests.
+fn sampling_period() -> Duration {
+    std::env::var("CWLOGS_SAMPLING_PERIOD")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(60))
 }
 
 /// How a run of live tail sessions ended.

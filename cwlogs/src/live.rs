@@ -80,9 +80,8 @@ pub enum Update {
     Ended,
 }
 
-/// Start a session; it counts as one request of the shared budget.
+/// Start a session (one request of the shared budget, taken by the HTTP client).
 pub async fn start(client: &Client, t: &Target) -> Result<Session, Refused> {
-    crate::budget::take().await;
     let mut req = client
         .start_live_tail()
         .set_log_group_identifiers(Some(t.groups.keys().cloned().collect()))

@@ -38,10 +38,15 @@ impl Live {
     }
 
     fn follow(&self, extra: &[&str]) -> (Child, Lines) {
+        self.follow_with(extra, &[])
+    }
+
+    fn follow_with(&self, extra: &[&str], env: &[(&str, &str)]) -> (Child, Lines) {
         let mut args = vec!["fetch", "api", "-f", "-o", "{{message}}"];
         args.extend_from_slice(extra);
         let mut c = self.cw.cmd(&args);
-        c.env("AWS_ENDPOINT_URL", self.server.endpoint())
+        c.envs(env.iter().copied())
+            .env("AWS_ENDPOINT_URL", self.server.endpoint())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
@@ -245,4 +250,34 @@ fn a_stopped_task_ends_a_live_tail_too() {
         live.server.requests()[0]["logStreamNamePrefixes"][0],
         id.as_str()
     );
+}
+
+#[test]
+fn after_a_minute_of_polling_live_tail_is_tried_again_and_sampling_said_again() {
+    let live = Live::start(Duration::from_secs(3600));
+    // "A minute" shortened to 3 s.
+    let (mut child, mut lines) = live.follow_with(&[], &[("CWLOGS_SAMPLING_PERIOD", "3s")]);
+    live.wait_sessions(1);
+    let mut n = 0;
+    let mut send = |count: usize| {
+        for _ in 0..count {
+            std::thread::sleep(Duration::from_millis(100)); // pacing the sender
+            live.send(&format!("ev-{n:03}"));
+            n += 1;
+        }
+    };
+    send(5);
+    live.server.sample_next_update();
+    send(10);
+    // Polling for 3 s, then a new session.
+    live.wait_sessions(2);
+    send(5);
+    live.server.sample_next_update();
+    send(10);
+    lines.wait_for("ev-029", Duration::from_secs(30));
+    let err = stop(&mut child, &mut lines);
+    assert_eq!(lines.seen, names(0..30), "every id once, in order");
+    let notice = "cwlogs: CloudWatch is sampling this live tail (over 500 events/s); switching \
+                  to complete polling";
+    assert_eq!(err, format!("{notice}\n{notice}\n"));
 }

@@ -912,8 +912,17 @@ fn proxy_conn(conn: std::net::TcpStream, upstream: u16, started: Instant, s: &Pr
     use std::io::{BufReader, Write};
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
-    while let Some((head, body)) = read_message(&mut r) {
+    loop {
+        use std::io::BufRead;
+        // Arrival is when the first bytes are there, not when the whole request was read.
+        match r.fill_buf() {
+            Ok(b) if !b.is_empty() => {}
+            _ => return,
+        }
         let now = Instant::now();
+        let Some((head, body)) = read_message(&mut r) else {
+            return;
+        };
         let op = header(&head, "x-amz-target").unwrap_or_default();
         let op = op.rsplit('.').next().unwrap_or_default().to_string();
         let throttle = s.throttle_until.lock().unwrap().is_some_and(|u| now < u);

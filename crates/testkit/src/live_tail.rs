@@ -102,8 +102,8 @@ impl LiveTailServer {
         });
     }
 
-    /// The next update of every session says it was sampled, and carries only every other
-    /// event — what CloudWatch does above 500 events/s.
+    /// The next update of the newest session says it was sampled, and carries only every
+    /// other event — what CloudWatch does above 500 events/s.
     pub fn sample_next_update(&self) {
         self.shared.sample_next.store(true, Ordering::SeqCst);
     }
@@ -257,7 +257,10 @@ async fn handle(
                 cursor = all.len();
                 f
             };
-            let sampled = s.sample_next.swap(false, Ordering::SeqCst);
+            // Only the newest session samples: an older one may linger until its client's
+            // disconnection is noticed.
+            let newest = s.sessions.load(Ordering::SeqCst) == session + 1;
+            let sampled = newest && s.sample_next.swap(false, Ordering::SeqCst);
             let results: Vec<Value> = fresh
                 .iter()
                 .enumerate()
