@@ -24,6 +24,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// Throttling is a spell to outlast, not a failure: the account's quota is shared, and a
 /// busy moment passes within seconds to a minute.
 const THROTTLE_PATIENCE: Duration = Duration::from_secs(120);
+const THROTTLE_MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Throttling shorter than this passes without a word.
+const THROTTLE_NOTE_AFTER: Duration = Duration::from_secs(2);
 
 /// [`THROTTLE_PATIENCE`], or CWLOGS_THROTTLE_PATIENCE (undocumented: for tests).
 fn patience() -> Duration {
@@ -35,9 +38,6 @@ fn patience() -> Duration {
             .unwrap_or(THROTTLE_PATIENCE)
     })
 }
-const THROTTLE_MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// Throttling shorter than this passes without a word.
-const THROTTLE_NOTE_AFTER: Duration = Duration::from_secs(2);
 
 /// The AWS configuration every client of a command shares.
 pub async fn load(args: &AwsArgs) -> Result<aws_config::SdkConfig> {
