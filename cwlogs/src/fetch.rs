@@ -219,7 +219,23 @@ async fn watch_for(
     // Finding the cluster may take a few ECS calls: done while the window prints.
     let (conf, cluster, every) = (conf.clone(), args.cluster.clone(), args.task_poll_every);
     Ok(Some(tokio::spawn(async move {
-        task::Watch::find(&conf, cluster.as_deref(), &id, every, required).await
+        let find = task::Watch::find(&conf, cluster.as_deref(), &id, every, required);
+        // An endpoint that never answers ECS calls must not hold following back (for long,
+        // when the watch was not even asked for).
+        let limit = if required {
+            task::ANSWER_WITHIN
+        } else {
+            Duration::from_secs(10)
+        };
+        match tokio::time::timeout(limit, find).await {
+            Ok(found) => found,
+            Err(_) if required => Err(anyhow::anyhow!(
+                "ECS did not answer within {}s while looking for task {id}; check the network, \
+                 --region and --endpoint-url, or follow without --until-task-stops",
+                task::ANSWER_WITHIN.as_secs()
+            )),
+            Err(_) => Ok(None),
+        }
     })))
 }
 

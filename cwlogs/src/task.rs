@@ -14,6 +14,8 @@ use crate::client::explain;
 
 /// Clusters looked through to find a task when `--cluster` is not given.
 const MAX_CLUSTERS_SEARCHED: usize = 20;
+/// ECS calls that take longer than this count as failed.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 /// Consecutive failed checks after which cwlogs stops watching (and says so).
 const MAX_FAILED_CHECKS: u32 = 6;
 
@@ -108,7 +110,11 @@ impl Watch {
             let mut failures = 0;
             loop {
                 tick.tick().await;
-                match status(&self.client, &self.cluster, &self.task).await {
+                let check = status(&self.client, &self.cluster, &self.task);
+                let checked = tokio::time::timeout(ANSWER_WITHIN, check)
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 30s")));
+                match checked {
                     Ok(Some(Status::Stopped(reason))) => {
                         let _ = tx.send(reason);
                         return;
