@@ -232,7 +232,32 @@ fn without_prefix(uri: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_prefix;
+    use super::{without_prefix, Target};
+    use crate::groups::Group;
+
+    fn group(name: &str, arn: Option<&str>) -> Group {
+        Group {
+            name: name.into(),
+            creation_time: None,
+            arn: arn.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn live_tail_only_where_start_live_tail_can_say_it() {
+        let a = group("a", Some("arn:aws:logs:us-east-1:1:log-group:a"));
+        let b = group("b", Some("arn:aws:logs:us-east-1:1:log-group:b"));
+        assert!(Target::new(&[a.clone(), b.clone()], None, Some("ERROR")).is_some());
+        assert!(Target::new(std::slice::from_ref(&a), Some("task"), None).is_some());
+        // Stream prefixes need exactly one group.
+        assert!(Target::new(&[a.clone(), b], Some("task"), None).is_none());
+        // At most 10 groups, and each by ARN.
+        let many: Vec<Group> = (0..11)
+            .map(|i| group(&format!("g{i}"), Some(&format!("arn:g{i}"))))
+            .collect();
+        assert!(Target::new(&many, None, None).is_none());
+        assert!(Target::new(&[a, group("c", None)], None, None).is_none());
+    }
 
     #[test]
     fn the_stream_prefix_is_dropped_only_where_it_cannot_resolve() {
