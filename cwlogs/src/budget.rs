@@ -183,16 +183,26 @@ fn now_ms() -> f64 {
 impl Budget {
     fn open(max_rps: f64, path: PathBuf) -> Budget {
         use std::os::unix::fs::OpenOptionsExt;
+        // In /tmp another user could have put a symlink or a file of theirs at the name: never
+        // follow a link, and use only a file of our own.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path);
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .ok()
+            .filter(|f| {
+                use std::os::unix::fs::MetadataExt;
+                // SAFETY: getuid cannot fail.
+                f.metadata()
+                    .is_ok_and(|m| m.is_file() && m.uid() == unsafe { libc::getuid() })
+            });
         let store = match file {
-            Ok(f) => Store::File(Mutex::new(f)),
-            Err(_) => Store::Memory(Mutex::new(State::EMPTY)),
+            Some(f) => Store::File(Mutex::new(f)),
+            None => Store::Memory(Mutex::new(State::EMPTY)),
         };
         Budget { max_rps, store }
     }
@@ -296,6 +306,21 @@ mod tests {
         assert_eq!(back.throttled_rate, 1.25);
         assert_eq!(State::parse("garbage"), State::EMPTY);
         assert_eq!(State::parse(""), State::EMPTY);
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_state_file_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("cwlogs-budget-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.join("budget");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let b = Budget::open(4.0, path);
+        assert!(matches!(b.store, Store::Memory(_)));
+        b.reserve();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
