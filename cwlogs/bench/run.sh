@@ -28,7 +28,7 @@ bin="$root/target/release/cwlogs"
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >/tmp/cwlogs-bench-moto.log 2>&1 &
 moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null || true' EXIT
+trap 'kill $moto_pid 2>/dev/null || true; rm -rf "${budget_dir:-}"' EXIT
 endpoint="http://127.0.0.1:$port"
 for _ in $(seq 1 300); do
   "$venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "$endpoint/moto-api/" 2>/dev/null && break
@@ -38,6 +38,9 @@ done
 
 export AWS_ENDPOINT_URL="$endpoint" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
   AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+# A request budget of the benchmark's own (cwlogs shares one per user and machine).
+budget_dir=$(mktemp -d)
+export XDG_RUNTIME_DIR="$budget_dir"
 now_s=$(date +%s)
 start_ms=$(( (now_s - 7200) * 1000 ))
 end_ms=$(( (now_s - 600) * 1000 ))
@@ -50,7 +53,11 @@ s_ms=$(( start_ms - 60000 )); e_ms=$(( end_ms + 60000 ))
 s_rfc=$(date -u -d @$(( s_ms / 1000 )) +%Y-%m-%dT%H:%M:%SZ)
 e_rfc=$(date -u -d @$(( e_ms / 1000 )) +%Y-%m-%dT%H:%M:%SZ)
 
-cw="$bin fetch bench --since $s_rfc --until $e_rfc"
+# The fetch engine, with the shared request budget raised out of the way (moto has no
+# quota); and once with the default budget of 4 requests/s, which bounds any fetch of many
+# pages from below (N requests take at least (N-1)/4 s).
+cwb="$bin fetch bench --since $s_rfc --until $e_rfc"
+cw="$cwb --max-rps 1000"
 cw1="$cw --parallel 1"
 cw8="$cw --parallel 8"
 awslogs="$venv/bin/awslogs get bench ALL -s $s_rfc -e $e_rfc --aws-endpoint-url $endpoint"
@@ -68,7 +75,8 @@ done
 
 tmp=$(mktemp -d)
 hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$tmp/cw.json" \
-  -n "cwlogs fetch (default, --parallel 4)" "$cw" \
+  -n "cwlogs fetch (--parallel 4, --max-rps 1000)" "$cw" \
+  -n "cwlogs fetch (defaults: --parallel 4, budget 4 req/s)" "$cwb" \
   -n "cwlogs fetch --parallel 1" "$cw1" \
   -n "cwlogs fetch --parallel 8" "$cw8" \
   -n "cwlogs fetch --json" "$cw --json" \
@@ -111,7 +119,7 @@ lines += [
     "Exact commands (ENDPOINT = the emulator, window = seeded span ± 1 min):",
     "",
     "\`\`\`",
-    "cwlogs fetch bench --since S --until E [--parallel N] [--json] > /dev/null",
+    "cwlogs fetch bench --since S --until E [--max-rps 1000] [--parallel N] [--json] > /dev/null",
     "awslogs get bench ALL -s S -e E --aws-endpoint-url ENDPOINT > /dev/null",
     "aws logs filter-log-events --log-group-name bench --start-time S_MS --end-time E_MS --output json > /dev/null",
     "cwlogs --help > /dev/null",

@@ -1,7 +1,30 @@
 //! Command line: the Go `cwlogs` commands and flags, plus `groups`, several services,
 //! `--json` and the AWS connection options.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, ValueHint};
+use clap_complete::engine::ArgValueCompleter;
+
+/// The command line as shells complete it and the man page shows it: every flag that
+/// takes a value other than a path says so (`ValueHint::Other`), so no shell offers file
+/// names after `--since` or `--format`.
+pub fn command() -> clap::Command {
+    fn no_files(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd.mut_args(|a| {
+            if a.get_action().takes_values() && a.get_value_hint() == ValueHint::Unknown {
+                a.value_hint(ValueHint::Other)
+            } else {
+                a
+            }
+        });
+        let subs: Vec<String> = cmd
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        subs.into_iter()
+            .fold(cmd, |cmd, name| cmd.mut_subcommand(name, no_files))
+    }
+    no_files(Cli::command())
+}
 
 /// A configuration error (bad flag value, missing region): exit status 2, not 1.
 #[derive(Debug, thiserror::Error)]
@@ -33,15 +56,22 @@ pub struct Cli {
     #[command(flatten)]
     pub aws: AwsArgs,
 
+    /// Most CloudWatch Logs requests per second, shared by every cwlogs process of this user
+    /// on this machine (the account's quota is shared by everyone); halved for all of them
+    /// while CloudWatch throttles
+    #[arg(long, global = true, value_name = "N", env = "CWLOGS_MAX_RPS", default_value_t = crate::budget::DEFAULT_RPS, value_parser = parse_rps, help_heading = "Global options")]
+    pub max_rps: f64,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 const AFTER_HELP: &str = "\
 EXIT STATUS:
-  0  done (also: --follow ended with Ctrl-C, or the output was closed)
-  1  a runtime failure (CloudWatch Logs unreachable, throttling that did not end, a request
-     that failed)
+  0  done (also: --follow ended with Ctrl-C or because the followed ECS task stopped, or the
+     output was closed)
+  1  a runtime failure (CloudWatch Logs unreachable, throttling that lasted 2 minutes, a
+     request that failed)
   2  a configuration or usage error (bad flag or value, unknown command, no AWS region, no
      AWS credentials or credentials AWS rejected, access denied)
   130  interrupted by Ctrl-C (without --follow)
@@ -50,7 +80,25 @@ ENVIRONMENT:
   AWS_REGION, AWS_DEFAULT_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
   AWS_SESSION_TOKEN, AWS_ENDPOINT_URL
                the standard AWS settings (flags --region, --profile, --endpoint-url win)
-  NO_COLOR     set and not empty: no colour with --color auto";
+  NO_COLOR     set and not empty: no colour with --color auto
+  CWLOGS_MAX_RPS
+               the default of --max-rps
+  XDG_CACHE_HOME
+               where the group names for shell completion are cached (cwlogs/groups;
+               else ~/.cache/cwlogs/groups; rewritten by `cwlogs groups`)
+  COMPLETE     COMPLETE=bash cwlogs (or zsh, fish) prints the shell completion to source
+  XDG_RUNTIME_DIR
+               where the shared request budget lives (cwlogs-budget; else
+               /tmp/cwlogs-budget-UID)";
+
+fn parse_rps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && (0.1..=1000.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a request rate: give requests per second from 0.1 to 1000, e.g. 4"
+        )),
+    }
+}
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct AwsArgs {
@@ -87,6 +135,7 @@ pub enum Command {
     /// List log groups (services), optionally those starting with PREFIX
     Groups {
         /// Only groups whose name starts with this
+        #[arg(add = ArgValueCompleter::new(crate::groups::complete))]
         prefix: Option<String>,
     },
     /// `cwlogs SERVICE` is not a command: answered with a hint.
@@ -104,12 +153,14 @@ Default: [ {{uniquecolor task_short}} ] {{time_short}} {{colorlevel level}} - {{
 Examples:
   cwlogs fetch api -t 0f5c3b2a -s 2h
   cwlogs fetch api worker -f --grep ERROR
+  cwlogs fetch api -f -t ecs/api/0f5c3b2a --cluster prod   # ends when the task stops
   cwlogs fetch api --json | jq .message
   cwlogs fetch api -o '{{time_short}} {{cyan info.host}} {{message}}'";
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
     /// The service (log group)
+    #[arg(add = ArgValueCompleter::new(crate::groups::complete))]
     pub service: String,
     /// Only streams whose name starts with this task ID or prefix
     #[arg(short = 't', long, value_name = "PREFIX")]
@@ -134,14 +185,18 @@ pub struct ListArgs {
 #[derive(Args, Debug)]
 pub struct FetchArgs {
     /// The service(s) (log groups); several are interleaved in time order
-    #[arg(required = true, value_name = "SERVICE")]
+    #[arg(required = true, value_name = "SERVICE", add = ArgValueCompleter::new(crate::groups::complete))]
     pub services: Vec<String>,
     /// Only streams whose name starts with this task ID or prefix
     #[arg(short = 't', long, value_name = "PREFIX")]
     pub task: Option<String>,
-    /// Keep printing new events until interrupted (Ctrl-C)
+    /// Keep printing new events until interrupted (Ctrl-C): by CloudWatch live tail while it
+    /// is allowed and unsampled, else by polling
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// With --follow: poll FilterLogEvents every 2 s instead of using live tail
+    #[arg(long, requires = "follow")]
+    pub poll: bool,
     /// Start of the window (42m, 1h30m, 2d, -1h, now, all, today, yesterday, 2017-05-21, 2017-05-21T15:00, RFC 3339, Unix seconds)
     #[arg(
         short = 's',
@@ -194,6 +249,17 @@ pub struct FetchArgs {
     /// Show times in the local zone (the default)
     #[arg(long)]
     pub local: bool,
+    /// With --follow: stop when the ECS task ends (automatic when --task names one ECS task
+    /// whose cluster is given or can be found): print its last events and why it stopped,
+    /// and exit 0
+    #[arg(long, requires = "follow")]
+    pub until_task_stops: bool,
+    /// The ECS cluster of the task for --until-task-stops (default: found by asking ECS)
+    #[arg(long, value_name = "CLUSTER", requires = "follow")]
+    pub cluster: Option<String>,
+    /// How often the task's state is asked for (tests shorten it)
+    #[arg(long, hide = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub task_poll_every: std::time::Duration,
     /// Time slices fetched in parallel for a bounded window
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
     pub parallel: u16,

@@ -23,7 +23,7 @@ use crate::format::{Formatter, Style, DEFAULT_TEMPLATE, MULTI_TEMPLATE, VERBOSE_
 use crate::output::{Out, Progress};
 use crate::streams::{self, Window};
 use crate::time::{self, local_display};
-use crate::{client, groups};
+use crate::{client, groups, live, task};
 
 /// FilterLogEvents takes at most this many stream names.
 const MAX_NAMES_PER_CALL: usize = 100;
@@ -84,7 +84,8 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
         .map_err(crate::cli::config)?
         .with_filter(filter);
 
-    let client = client::connect(aws).await?;
+    let conf = client::load(aws).await?;
+    let client = client::logs(&conf);
     let progress = Progress::new();
     progress.spawn_ticker();
     let mut out = Out::new(progress.clone());
@@ -123,6 +124,12 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
         );
     }
 
+    let watch = if args.follow {
+        watch_for(&conf, &args, &sources).await?
+    } else {
+        None
+    };
+
     let pattern = args.grep.clone().filter(|p| !p.is_empty());
     let lanes = args.parallel as usize;
     let mut seen = if args.follow {
@@ -151,7 +158,16 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
             max_streams: args.max_streams,
             pattern: pattern.as_deref(),
         };
-        return follow(&client, &resolved, &poll, &fmt, &mut out, seen).await;
+        let watch = match watch {
+            Some(find) => find.await??,
+            None => None,
+        };
+        let live = if args.poll {
+            None
+        } else {
+            live::Target::new(&resolved, task, pattern.as_deref())
+        };
+        return follow(&client, &resolved, &poll, &fmt, &mut out, seen, watch, live).await;
     }
     if printed == 0 {
         let what = match &pattern {
@@ -166,6 +182,61 @@ pub async fn run(args: FetchArgs, aws: &crate::cli::AwsArgs, color: bool) -> Res
         );
     }
     Ok(())
+}
+
+/// The ECS task to watch for `--until-task-stops`, or automatically when `--task` names
+/// one task and `--cluster` is given.
+async fn watch_for(
+    conf: &aws_config::SdkConfig,
+    args: &FetchArgs,
+    sources: &[Source],
+) -> Result<Option<tokio::task::JoinHandle<Result<Option<task::Watch>>>>> {
+    let required = args.until_task_stops;
+    let Some(prefix) = args.task.as_deref() else {
+        if required {
+            bail!(crate::cli::ConfigError(
+                "--until-task-stops needs --task with the ECS task's ID (or a prefix only its \
+                 streams start with)"
+                    .into()
+            ));
+        }
+        return Ok(None);
+    };
+    let names: Vec<String> = sources
+        .iter()
+        .flat_map(|s| s.streams.iter().flatten().cloned())
+        .collect();
+    let Some(id) = task::named_task(prefix, &names) else {
+        if required {
+            bail!(crate::cli::ConfigError(format!(
+                "--until-task-stops needs --task to name one ECS task, but the streams starting \
+                 with {prefix:?} ({}) do not end in one task ID; give the whole task ID",
+                names.join(", ")
+            )));
+        }
+        return Ok(None);
+    };
+    // Finding the cluster may take a few ECS calls: done while the window prints.
+    let (conf, cluster, every) = (conf.clone(), args.cluster.clone(), args.task_poll_every);
+    Ok(Some(tokio::spawn(async move {
+        let find = task::Watch::find(&conf, cluster.as_deref(), &id, every, required);
+        // An endpoint that never answers ECS calls must not hold following back (for long,
+        // when the watch was not even asked for).
+        let limit = if required {
+            task::ANSWER_WITHIN
+        } else {
+            Duration::from_secs(10)
+        };
+        match tokio::time::timeout(limit, find).await {
+            Ok(found) => found,
+            Err(_) if required => Err(anyhow::anyhow!(
+                "ECS did not answer within {}s while looking for task {id}; check the network, \
+                 --region and --endpoint-url, or follow without --until-task-stops",
+                task::ANSWER_WITHIN.as_secs()
+            )),
+            Err(_) => Ok(None),
+        }
+    })))
 }
 
 /// The sources for one group: the whole group, or its active streams matching `task`
@@ -246,7 +317,7 @@ impl Pager {
         if self.done {
             return Ok(None);
         }
-        let out = self
+        let req = self
             .client
             .filter_log_events()
             .log_group_name(&*self.src.group)
@@ -255,15 +326,12 @@ impl Pager {
             .set_end_time(self.end)
             .set_filter_pattern(self.pattern.clone())
             .interleaved(true)
-            .set_next_token(self.token.take())
-            .send()
-            .await
-            .map_err(|e| {
-                client::explain(
-                    &format!("fetching events of log group {:?}", &*self.src.group),
-                    e,
-                )
-            })?;
+            .set_next_token(self.token.take());
+        let out = client::send(
+            &format!("fetching events of log group {:?}", &*self.src.group),
+            || req.clone().send(),
+        )
+        .await?;
         let mut page: Vec<RawEvent> = out
             .events()
             .iter()
@@ -382,12 +450,21 @@ fn slices(w: Window, n: usize) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// Events already printed (follow mode), with their timestamps for pruning.
+/// Events already printed (follow mode), so none prints twice.
+///
+/// Keyed by content — group, stream, timestamp, message — because live tail events carry no
+/// event id, and an event may come by live tail and by a poll (the gap after a session, the
+/// switch to polling). Identical events (same stream, millisecond and text) are counted, not
+/// merged: each source's count of a key is what it has seen of it, and an event prints
+/// when a source has seen more of its key than were printed.
 #[derive(Default)]
 struct Seen {
     /// Off for a plain fetch: slices are disjoint, nothing can repeat, no need to remember.
     off: bool,
-    ids: HashMap<String, i64>,
+    /// Key → (timestamp, printed).
+    printed: HashMap<String, (i64, u32)>,
+    /// Key → seen in the current live tail session.
+    live: HashMap<String, u32>,
     newest: Option<i64>,
 }
 
@@ -399,33 +476,69 @@ impl Seen {
         }
     }
 
-    /// Event ids are unique within a group; the stream is added so a key never depends on
-    /// how an emulator numbers them.
     fn key(e: &RawEvent) -> String {
-        format!("{}\0{}\0{}", e.group, e.stream, e.id)
+        format!("{}\0{}\0{}\0{}", e.group, e.stream, e.timestamp, e.message)
     }
 
-    fn contains(&self, e: &RawEvent) -> bool {
-        self.ids.contains_key(&Seen::key(e))
+    fn note_newest(&mut self, ts: i64) {
+        self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
     }
 
-    /// True the first time an event is offered.
+    /// The initial window: every event offered is a new one.
     fn first(&mut self, e: &RawEvent) -> bool {
         if self.off {
             return true;
         }
-        let key = Seen::key(e);
-        if self.ids.contains_key(&key) {
-            return false;
-        }
-        self.ids.insert(key, e.timestamp);
-        self.newest = Some(self.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
+        self.printed
+            .entry(Seen::key(e))
+            .or_insert((e.timestamp, 0))
+            .1 += 1;
+        self.note_newest(e.timestamp);
         true
     }
 
-    /// Forget ids older than any later poll will ask for.
+    /// A poll's events (everything from its start on, in time order): those not printed yet.
+    fn poll_batch(&mut self, batch: Vec<RawEvent>) -> Vec<RawEvent> {
+        let mut in_batch: HashMap<String, u32> = HashMap::new();
+        let mut fresh = Vec::new();
+        for e in batch {
+            let key = Seen::key(&e);
+            let n = in_batch.entry(key.clone()).or_insert(0);
+            *n += 1;
+            let printed = &mut self.printed.entry(key).or_insert((e.timestamp, 0)).1;
+            if *n > *printed {
+                *printed = *n;
+                self.note_newest(e.timestamp);
+                fresh.push(e);
+            }
+        }
+        fresh
+    }
+
+    /// A live tail event: new unless a poll printed it already.
+    fn live(&mut self, e: &RawEvent) -> bool {
+        let key = Seen::key(e);
+        let n = self.live.entry(key.clone()).or_insert(0);
+        *n += 1;
+        let printed = &mut self.printed.entry(key).or_insert((e.timestamp, 0)).1;
+        if *n > *printed {
+            *printed = *n;
+            self.note_newest(e.timestamp);
+            return true;
+        }
+        false
+    }
+
+    /// A new live tail session delivers only what was ingested after it started.
+    fn new_session(&mut self) {
+        self.live.clear();
+    }
+
+    /// Forget events older than any later poll will ask for.
     fn prune(&mut self, before: i64) {
-        self.ids.retain(|_, ts| *ts >= before);
+        self.printed.retain(|_, (ts, _)| *ts >= before);
+        let printed = &self.printed;
+        self.live.retain(|k, _| printed.contains_key(k));
     }
 }
 
@@ -504,7 +617,9 @@ struct Poll<'a> {
     pattern: Option<&'a str>,
 }
 
-/// Poll for new events until interrupted, printing each event once.
+/// Follow until interrupted (or until the watched task stops), printing each event once:
+/// by live tail while it is allowed and complete, else by polling.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     client: &Client,
     resolved: &[groups::Group],
@@ -512,35 +627,228 @@ async fn follow(
     fmt: &Formatter,
     out: &mut Out,
     mut seen: Seen,
+    watch: Option<task::Watch>,
+    mut live: Option<live::Target>,
 ) -> Result<()> {
     let mut newest = seen.newest.unwrap_or(time::now_ms());
-    loop {
-        tokio::time::sleep(POLL_EVERY).await;
+    let task_id = watch.as_ref().map(|w| w.task().to_string());
+    let mut stopped = watch.map(task::Watch::spawn);
+    let mut f = Follower {
+        client,
+        resolved,
+        poll,
+        fmt,
+        out,
+        seen: &mut seen,
+        newest: &mut newest,
+    };
+    // After sampling, live tail is tried again a minute later (the burst may be over), and
+    // the notice is said at most once a minute.
+    let minute = sampling_period();
+    let mut sampled_live: Option<live::Target> = None;
+    let mut retry_live_at = None;
+    let mut last_notice: Option<std::time::Instant> = None;
+    let reason = loop {
+        if retry_live_at.is_some_and(|t| std::time::Instant::now() >= t) {
+            live = sampled_live.take();
+            retry_live_at = None;
+        }
+        if let Some(target) = live.as_ref() {
+            match f.live(target, &mut stopped).await? {
+                LiveEnd::Stopped(reason) => break reason,
+                LiveEnd::Sampled => {
+                    if last_notice.is_none_or(|t| t.elapsed() >= minute) {
+                        f.say(
+                            "cwlogs: CloudWatch is sampling this live tail (over 500 events/s); \
+                             switching to complete polling",
+                        );
+                        last_notice = Some(std::time::Instant::now());
+                    }
+                    sampled_live = live.take();
+                    retry_live_at = Some(std::time::Instant::now() + minute);
+                }
+                LiveEnd::Denied(why) => {
+                    f.say(&format!(
+                        "cwlogs: live tail is not allowed for these credentials ({why}); \
+                         polling instead (logs:StartLiveTail grants it)"
+                    ));
+                    live = None;
+                }
+                LiveEnd::Unavailable => live = None,
+            }
+            continue;
+        }
+        let pause = tokio::time::sleep(POLL_EVERY);
+        let reason = match stopped.as_mut() {
+            None => {
+                pause.await;
+                None
+            }
+            Some(rx) => tokio::select! {
+                _ = pause => None,
+                r = rx => match r {
+                    Ok(reason) => Some(reason),
+                    // The watcher gave up (it said why): follow on until Ctrl-C.
+                    Err(_) => {
+                        stopped = None;
+                        continue;
+                    }
+                },
+            },
+        };
+        f.poll_once().await?;
+        if let Some(reason) = reason {
+            break reason;
+        }
+    };
+    // One more poll: it reads back --lookback, which brings the task's last events.
+    f.poll_once().await?;
+    f.say(&format!(
+        "cwlogs: task {} stopped ({reason}); exiting",
+        task_id.as_deref().unwrap_or_default()
+    ));
+    Ok(())
+}
+
+/// A minute: how long polling lasts after live tail was sampled, and how often that is said.
+/// CWLOGS_SAMPLING_PERIOD (undocumented) shortens it for tests.
+fn sampling_period() -> Duration {
+    std::env::var("CWLOGS_SAMPLING_PERIOD")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// How a run of live tail sessions ended.
+enum LiveEnd {
+    Stopped(String),
+    Sampled,
+    Denied(String),
+    Unavailable,
+}
+
+/// What following needs, in one place.
+struct Follower<'a, 'p> {
+    client: &'a Client,
+    resolved: &'a [groups::Group],
+    poll: &'a Poll<'p>,
+    fmt: &'a Formatter,
+    out: &'a mut Out,
+    seen: &'a mut Seen,
+    newest: &'a mut i64,
+}
+
+impl Follower<'_, '_> {
+    fn say(&self, line: &str) {
+        crate::output::erase_progress();
+        eprintln!("{line}");
+    }
+
+    /// Live tail sessions, one after another, until one cannot start, samples, or the task
+    /// stops. Each session starts with a poll of the gap since the last event seen.
+    async fn live(
+        &mut self,
+        target: &live::Target,
+        stopped: &mut Option<tokio::sync::oneshot::Receiver<String>>,
+    ) -> Result<LiveEnd> {
+        let mut sessions = 0u32;
+        loop {
+            let session = match live::start(self.client, target).await {
+                Ok(s) => s,
+                Err(live::Refused::Denied(why)) => return Ok(LiveEnd::Denied(why)),
+                // A session that ran before may fail to restart for a moment; polling
+                // carries on without loss either way.
+                Err(live::Refused::Unavailable) => return Ok(LiveEnd::Unavailable),
+            };
+            sessions += 1;
+            self.seen.new_session();
+            // Events between the last one seen and the session's start (the window's end,
+            // or the previous session's): the session will not bring them.
+            let (mut updates, reader) = session.spawn_reader(target.clone());
+            // The reader stops when we leave, whichever way.
+            struct Abort(tokio::task::JoinHandle<()>);
+            impl Drop for Abort {
+                fn drop(&mut self) {
+                    self.0.abort();
+                }
+            }
+            let _reader = Abort(reader);
+            self.poll_once().await?;
+            loop {
+                let next = match stopped.as_mut() {
+                    None => updates.recv().await,
+                    Some(rx) => tokio::select! {
+                        u = updates.recv() => u,
+                        r = rx => match r {
+                            Ok(reason) => return Ok(LiveEnd::Stopped(reason)),
+                            Err(_) => {
+                                *stopped = None;
+                                continue;
+                            }
+                        },
+                    },
+                };
+                let update = next.unwrap_or(Ok(live::Update::Ended))?;
+                match update {
+                    live::Update::Events(events) => {
+                        let mut buf = Vec::new();
+                        for e in &events {
+                            if self.seen.live(e) {
+                                self.fmt.write(e, &mut buf)?;
+                            }
+                        }
+                        self.out.write(&buf)?;
+                        *self.newest = (*self.newest).max(self.seen.newest.unwrap_or(0));
+                        let now = time::now_ms();
+                        self.seen.prune(
+                            self.poll
+                                .since
+                                .max((*self.newest).min(now) - self.poll.lookback_ms),
+                        );
+                    }
+                    // Switch to polling from the last event seen: the sampled update's own
+                    // events come from the polls.
+                    live::Update::Sampled => {
+                        self.poll_once().await?;
+                        return Ok(LiveEnd::Sampled);
+                    }
+                    live::Update::Ended => break,
+                }
+            }
+            // Guards against an endpoint that ends every session at once.
+            if sessions > 3 && sessions.is_power_of_two() {
+                tokio::time::sleep(POLL_EVERY).await;
+            }
+        }
+    }
+
+    /// One poll: everything from the lookback on, new events printed.
+    async fn poll_once(&mut self) -> Result<()> {
+        let (client, poll) = (self.client, self.poll);
         let now = time::now_ms();
-        let from = poll.since.max(newest.min(now) - poll.lookback_ms);
+        let from = poll.since.max((*self.newest).min(now) - poll.lookback_ms);
         let w = Window {
             start: from,
             end: now,
         };
         let mut batch = Vec::new();
-        for g in resolved {
+        for g in self.resolved {
             for src in sources_for(client, &g.name, poll.task, w, poll.max_streams, true).await? {
                 let mut pager = Pager::new(client, &src, from, None, poll.pattern);
                 while let Some(page) = pager.next().await? {
-                    batch.extend(page.into_iter().filter(|e| !seen.contains(e)));
+                    batch.extend(page);
                 }
             }
         }
         batch.sort_by_key(|e| e.timestamp);
         let mut buf = Vec::new();
-        for e in &batch {
-            if seen.first(e) {
-                fmt.write(e, &mut buf)?;
-            }
+        for e in &self.seen.poll_batch(batch) {
+            self.fmt.write(e, &mut buf)?;
         }
-        out.write(&buf)?;
-        newest = newest.max(seen.newest.unwrap_or(newest));
-        seen.prune(from);
+        self.out.write(&buf)?;
+        *self.newest = (*self.newest).max(self.seen.newest.unwrap_or(*self.newest));
+        self.seen.prune(from);
+        Ok(())
     }
 }
 
@@ -584,13 +892,36 @@ mod tests {
             id: id.into(),
             timestamp: ts,
             ingestion: ts,
-            message: String::new(),
+            message: id.into(),
         };
         let mut s = Seen::default();
-        assert!(s.first(&ev("a", 10)));
-        assert!(!s.first(&ev("a", 10)));
-        assert!(s.first(&ev("b", 20)));
+        // The window: a, and b twice (same stream, millisecond and text: two events).
+        for e in [ev("a", 10), ev("b", 20), ev("b", 20)] {
+            assert!(s.first(&e));
+        }
         assert_eq!(s.newest, Some(20));
+        // A poll re-reading all of it, and one new c, prints only c.
+        let fresh = s.poll_batch(vec![ev("a", 10), ev("b", 20), ev("b", 20), ev("c", 30)]);
+        assert_eq!(
+            fresh.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
+        // A live session brings c (printed by the poll) and a third b (new).
+        s.new_session();
+        assert!(!s.live(&ev("c", 30)));
+        assert!(!s.live(&ev("b", 20)));
+        assert!(!s.live(&ev("b", 20)));
+        assert!(s.live(&ev("b", 20)));
+        assert!(s.live(&ev("d", 40)));
+        // A poll after the switch: nothing new.
+        let all = vec![
+            ev("b", 20),
+            ev("b", 20),
+            ev("b", 20),
+            ev("c", 30),
+            ev("d", 40),
+        ];
+        assert!(s.poll_batch(all).is_empty());
         s.prune(15);
         assert!(s.first(&ev("a", 10)));
     }

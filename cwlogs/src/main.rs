@@ -5,6 +5,7 @@
 //! Go `cwlogs`. Nothing touches the AWS configuration until a command needs it, so
 //! `--help` stays instant.
 
+mod budget;
 mod cli;
 mod client;
 mod event;
@@ -13,20 +14,26 @@ mod filter;
 mod format;
 mod groups;
 mod list;
+mod live;
 mod output;
 mod streams;
 mod suggest;
+mod task;
 mod time;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 use cli::{Cli, ColorChoice, Command};
 
 fn main() -> ExitCode {
-    cli_gen::generate_if_asked(Cli::command);
+    cli_gen::generate_if_asked(cli::command);
+    // `COMPLETE=bash cwlogs` prints the registration of the dynamic completion (group names
+    // from the cache); the shell then asks us on every Tab. The installed completions
+    // (`--generate`, static) know commands and flags only.
+    clap_complete::CompleteEnv::with_factory(cli::command).complete();
     let cli = Cli::parse();
     let color = match cli.color {
         ColorChoice::Always => true,
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
         }
     };
     let aws = cli.aws;
+    budget::init(cli.max_rps);
     let result = rt.block_on(async move {
         // Installed before the work starts, and read once more when it ends: a Ctrl-C that
         // arrives as the work completes must still end us by SIGINT, or a calling shell takes

@@ -10,7 +10,7 @@ use aws_sdk_cloudwatchlogs::types::OrderBy;
 use aws_sdk_cloudwatchlogs::Client;
 use futures::{stream, StreamExt, TryStreamExt};
 
-use crate::client::explain;
+use crate::client::send;
 use crate::time::local_display;
 
 /// How far `lastEventTimestamp` may trail the real last event.
@@ -105,10 +105,11 @@ async fn candidates(
             Some(p) => req.log_stream_name_prefix(p),
             None => req.order_by(OrderBy::LastEventTime).descending(true),
         };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| explain(&format!("listing the streams of log group {group:?}"), e))?;
+        let out = send(
+            &format!("listing the streams of log group {group:?}"),
+            || req.clone().send(),
+        )
+        .await?;
         for s in out.log_streams() {
             matched_any = true;
             let s = Stream {
@@ -222,15 +223,17 @@ async fn explain_empty(
 
 /// The `n` most recently active streams, for "did you mean" on a bad --task.
 async fn most_recent(client: &Client, group: &str, n: i32) -> Result<Vec<Stream>> {
-    let out = client
+    let req = client
         .describe_log_streams()
         .log_group_name(group)
         .order_by(OrderBy::LastEventTime)
         .descending(true)
-        .limit(n)
-        .send()
-        .await
-        .map_err(|e| explain(&format!("listing the streams of log group {group:?}"), e))?;
+        .limit(n);
+    let out = send(
+        &format!("listing the streams of log group {group:?}"),
+        || req.clone().send(),
+    )
+    .await?;
     Ok(out
         .log_streams()
         .iter()
@@ -247,22 +250,19 @@ async fn most_recent(client: &Client, group: &str, n: i32) -> Result<Vec<Stream>
 async fn has_events(client: &Client, group: &str, stream: &str, w: Window) -> Result<bool> {
     let mut token: Option<String> = None;
     loop {
-        let out = client
+        let req = client
             .filter_log_events()
             .log_group_name(group)
             .log_stream_names(stream)
             .start_time(w.start)
             .end_time(w.end)
             .limit(1)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| {
-                explain(
-                    &format!("checking stream {stream:?} of log group {group:?} for events"),
-                    e,
-                )
-            })?;
+            .set_next_token(token.take());
+        let out = send(
+            &format!("checking stream {stream:?} of log group {group:?} for events"),
+            || req.clone().send(),
+        )
+        .await?;
         if !out.events().is_empty() {
             return Ok(true);
         }

@@ -55,6 +55,11 @@ impl Fake {
             .env_remove("NO_COLOR")
             .env_remove("AWS_PROFILE")
             .env("TZ", "UTC")
+            // A request budget of this test's own.
+            .env(
+                "XDG_RUNTIME_DIR",
+                std::env::temp_dir().join(format!("cwlogs-edges-{}", self.port)),
+            )
             .env(
                 "AWS_ENDPOINT_URL",
                 format!("http://127.0.0.1:{}", self.port),

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+mod live_tail;
+pub use live_tail::{LiveEvent, LiveTailServer};
+
 /// One journal entry as `journalctl -o json` prints it.
 pub type Entry = Map<String, Value>;
 
@@ -695,6 +698,63 @@ impl Moto {
         aws_env(self.endpoint())
     }
 
+    /// Run a Python script with boto3 against this emulator (`ENDPOINT` is set in its
+    /// environment, and the dummy credentials); returns its stdout, trimmed.
+    pub fn python(&self, script: &str, args: &[&str]) -> String {
+        let mut py = Command::new(venv().join("bin/python"));
+        py.arg("-c")
+            .arg(script)
+            .args(args)
+            .env("ENDPOINT", self.endpoint());
+        for (k, v) in self.env() {
+            py.env(k, v);
+        }
+        stdout_or_panic(py, "python (boto3 against moto)")
+    }
+
+    /// Start an ECS task in `cluster` (made if missing) and return its ARN
+    /// (`arn:aws:ecs:…:task/CLUSTER/ID`). moto needs an EC2 instance registered as a
+    /// container instance to place it. moto moves a task one step towards STOPPED on every
+    /// DescribeTasks by default; here tasks stay RUNNING until [`Moto::ecs_stop_task`].
+    pub fn ecs_run_task(&self, cluster: &str) -> String {
+        self.python(
+            r#"
+import boto3, json, os, sys, urllib.request
+kw = dict(endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1")
+ecs, ec2 = boto3.client("ecs", **kw), boto3.client("ec2", **kw)
+req = urllib.request.Request(os.environ["ENDPOINT"] + "/moto-api/state-manager/set-transition",
+    data=json.dumps({"model_name": "ecs::task",
+                     "transition": {"progression": "manual", "times": 1000000}}).encode(),
+    method="POST")
+urllib.request.urlopen(req).read()
+cluster = sys.argv[1]
+ecs.create_cluster(clusterName=cluster)
+ami = ec2.describe_images()["Images"][0]["ImageId"]
+inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+ecs.register_container_instance(cluster=cluster,
+    instanceIdentityDocument=json.dumps({"instanceId": inst}))
+ecs.register_task_definition(family="app",
+    containerDefinitions=[{"name": "app", "image": "busybox", "memory": 128}])
+out = ecs.run_task(cluster=cluster, taskDefinition="app", count=1)
+assert not out.get("failures"), out["failures"]
+print(out["tasks"][0]["taskArn"])
+"#,
+            &[cluster],
+        )
+    }
+
+    /// StopTask with `reason`, as ECS does when a deployment replaces the task.
+    pub fn ecs_stop_task(&self, cluster: &str, task: &str, reason: &str) {
+        self.python(
+            r#"
+import boto3, os, sys
+ecs = boto3.client("ecs", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1")
+ecs.stop_task(cluster=sys.argv[1], task=sys.argv[2], reason=sys.argv[3])
+"#,
+            &[cluster, task, reason],
+        );
+    }
+
     /// Stop the emulator (its state is lost).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -756,4 +816,173 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         );
     }
     p
+}
+
+/// An HTTP/1.1 proxy in front of an AWS JSON endpoint (moto) that records when each request
+/// arrived and which operation it was (`X-Amz-Target`), and can answer
+/// `ThrottlingException` for a while instead of forwarding — the throttling a shared
+/// account quota gives, which moto never does.
+pub struct CountingProxy {
+    port: u16,
+    started: Instant,
+    shared: std::sync::Arc<ProxyShared>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    /// (arrival since start, operation, answered with throttling).
+    requests: std::sync::Mutex<Vec<(Duration, String, bool)>>,
+    /// Throttle every request that arrives before this.
+    throttle_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl CountingProxy {
+    /// Forward to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> CountingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let shared = std::sync::Arc::new(ProxyShared::default());
+        let started = Instant::now();
+        let s = shared.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let s = s.clone();
+                thread::spawn(move || proxy_conn(conn, upstream, started, &s));
+            }
+        });
+        CountingProxy {
+            port,
+            started,
+            shared,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Answer every request with ThrottlingException for `d` from now.
+    pub fn throttle_for(&self, d: Duration) {
+        *self.shared.throttle_until.lock().unwrap() = Some(Instant::now() + d);
+    }
+
+    /// (arrival since the proxy started, operation, throttled) of every request so far.
+    pub fn requests(&self) -> Vec<(Duration, String, bool)> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Time since the proxy started (the clock of [`CountingProxy::requests`]).
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The most requests that arrived within any `window` (half-open: `[t, t + window)`),
+    /// and when that window started.
+    pub fn busiest(&self, window: Duration) -> (usize, Duration) {
+        let mut times: Vec<Duration> = self.requests().iter().map(|r| r.0).collect();
+        times.sort();
+        let mut best = (0, Duration::ZERO);
+        for (i, t) in times.iter().enumerate() {
+            let n = times[i..].iter().take_while(|u| **u < *t + window).count();
+            if n > best.0 {
+                best = (n, *t);
+            }
+        }
+        best
+    }
+}
+
+/// Read one HTTP/1.1 message head (through the blank line) and its Content-Length body.
+fn read_message(r: &mut impl std::io::BufRead) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+        if let Some(v) = text.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+fn header(head: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(head).lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn proxy_conn(conn: std::net::TcpStream, upstream: u16, started: Instant, s: &ProxyShared) {
+    use std::io::{BufReader, Write};
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    loop {
+        use std::io::BufRead;
+        // Arrival is when the first bytes are there, not when the whole request was read.
+        match r.fill_buf() {
+            Ok(b) if !b.is_empty() => {}
+            _ => return,
+        }
+        let now = Instant::now();
+        let Some((head, body)) = read_message(&mut r) else {
+            return;
+        };
+        let op = header(&head, "x-amz-target").unwrap_or_default();
+        let op = op.rsplit('.').next().unwrap_or_default().to_string();
+        let throttle = s.throttle_until.lock().unwrap().is_some_and(|u| now < u);
+        s.requests
+            .lock()
+            .unwrap()
+            .push((now - started, op, throttle));
+        if throttle {
+            let text = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+            let resp = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 x-amzn-ErrorType: ThrottlingException\r\n\
+                 x-amzn-RequestId: 00000000-0000-0000-0000-000000000000\r\n\
+                 Content-Length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            if w.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
+        let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+            return;
+        };
+        if up
+            .write_all(&head)
+            .and_then(|_| up.write_all(&body))
+            .is_err()
+        {
+            return;
+        }
+        let mut ur = BufReader::new(up);
+        let Some((rhead, rbody)) = read_message(&mut ur) else {
+            return;
+        };
+        if w.write_all(&rhead)
+            .and_then(|_| w.write_all(&rbody))
+            .is_err()
+        {
+            return;
+        }
+        if header(&rhead, "connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+            return;
+        }
+    }
 }

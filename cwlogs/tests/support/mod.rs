@@ -22,6 +22,9 @@ pub struct Cw {
     pub moto: Moto,
     rt: tokio::runtime::Runtime,
     pub client: Client,
+    /// This test's own XDG_RUNTIME_DIR: its cwlogs processes share a request budget with
+    /// each other, not with the other tests running at the same time.
+    pub runtime_dir: std::path::PathBuf,
 }
 
 impl Cw {
@@ -39,7 +42,14 @@ impl Cw {
                 .load(),
         );
         let client = Client::new(&conf);
-        Cw { moto, rt, client }
+        let runtime_dir = std::env::temp_dir().join(testkit::unique_name("cwlogs-run"));
+        std::fs::create_dir_all(&runtime_dir).unwrap();
+        Cw {
+            moto,
+            rt,
+            client,
+            runtime_dir,
+        }
     }
 
     pub fn group(&self, name: &str) {
@@ -94,6 +104,23 @@ impl Cw {
         }
     }
 
+    /// The group's ARN for StartLiveTail (without the `:*` of DescribeLogGroups' `arn`).
+    pub fn group_arn(&self, group: &str) -> String {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .describe_log_groups()
+                    .log_group_name_prefix(group)
+                    .send(),
+            )
+            .unwrap();
+        let g = &out.log_groups()[0];
+        g.log_group_arn()
+            .map(str::to_string)
+            .unwrap_or_else(|| g.arn().unwrap().trim_end_matches(":*").to_string())
+    }
+
     /// (name, creation time, last event) of every stream of a group, as the API reports them.
     pub fn describe_streams(&self, group: &str) -> Vec<(String, i64, Option<i64>)> {
         let out = self
@@ -117,7 +144,8 @@ impl Cw {
             .collect()
     }
 
-    /// `cwlogs` with this emulator's environment, local zone UTC, no NO_COLOR.
+    /// `cwlogs` with this emulator's environment, local zone UTC, no NO_COLOR, this test's
+    /// own request budget, and a rate moto can take (the budget's own tests set it back).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(args)
@@ -125,6 +153,8 @@ impl Cw {
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
             .env("TZ", "UTC")
+            .env("XDG_RUNTIME_DIR", &self.runtime_dir)
+            .env("CWLOGS_MAX_RPS", "200")
             .stdin(Stdio::null());
         for (k, v) in self.moto.env() {
             c.env(k, v);
@@ -135,6 +165,12 @@ impl Cw {
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.cmd(args).output().expect("run cwlogs");
         Run::from(out)
+    }
+}
+
+impl Drop for Cw {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
 }
 
@@ -213,8 +249,10 @@ pub fn long(ms: i64) -> String {
 
 /// Lines of a child's stdout as they arrive, read on a thread.
 pub struct Lines {
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<(std::time::Instant, String)>,
     pub seen: Vec<String>,
+    /// When each line of `seen` was read from the pipe.
+    pub arrived: Vec<std::time::Instant>,
 }
 
 impl Lines {
@@ -232,7 +270,7 @@ impl Lines {
                 while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=i).collect();
                     let s = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                    if tx.send(s).is_err() {
+                    if tx.send((std::time::Instant::now(), s)).is_err() {
                         return;
                     }
                 }
@@ -241,6 +279,7 @@ impl Lines {
         Lines {
             rx,
             seen: Vec::new(),
+            arrived: Vec::new(),
         }
     }
 
@@ -253,7 +292,10 @@ impl Lines {
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok(l) => self.seen.push(l),
+                Ok((t, l)) => {
+                    self.seen.push(l);
+                    self.arrived.push(t);
+                }
                 Err(_) => panic!(
                     "no line containing {needle:?} within {timeout:?}; got {:#?}",
                     self.seen
@@ -264,8 +306,9 @@ impl Lines {
 
     /// Everything else the child printed before it exited.
     pub fn drain(&mut self) {
-        while let Ok(l) = self.rx.recv_timeout(Duration::from_secs(10)) {
+        while let Ok((t, l)) = self.rx.recv_timeout(Duration::from_secs(10)) {
             self.seen.push(l);
+            self.arrived.push(t);
         }
     }
 }
