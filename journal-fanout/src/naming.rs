@@ -139,34 +139,6 @@ impl Template {
         &self.source
     }
 
-    /// Journal fields of which an entry needs at least one (non-empty) for this template to
-    /// have a value; `None` when it always has one (a literal default). The reader tests
-    /// them first and skips an entry that has none without reading its other fields.
-    pub fn gate(&self, fields: &Fields) -> Option<Vec<String>> {
-        let mut best: Option<Vec<String>> = None;
-        for p in &self.parts {
-            let Part::Expr(terms) = p else { continue };
-            let mut need = Vec::new();
-            for t in terms {
-                match t {
-                    Term::Field(i) => need.push(fields.names()[*i].clone()),
-                    Term::EcsFamily => {
-                        need.extend([FAMILY_FIELD.to_string(), TASK_FIELD.to_string()])
-                    }
-                    Term::EcsTaskId => need.push(TASK_FIELD.to_string()),
-                    Term::Literal(_) => {
-                        need.clear();
-                        break;
-                    }
-                }
-            }
-            if !need.is_empty() && best.as_ref().is_none_or(|b| need.len() < b.len()) {
-                best = Some(need);
-            }
-        }
-        best
-    }
-
     /// The name for an entry, or `None` when an expression has no value (every term missing
     /// or empty): the entry has no name under this template.
     pub fn render(&self, fields: &Fields, values: &Values) -> Option<String> {
@@ -411,20 +383,6 @@ mod tests {
             .as_deref(),
             Some("abc")
         );
-    }
-
-    #[test]
-    fn gate_is_the_smallest_set_an_entry_needs() {
-        let mut f = Fields::default();
-        let t = Template::parse("{{ecs_family | default(CONTAINER_TAG)}}", &mut f).unwrap();
-        assert_eq!(
-            t.gate(&f).unwrap(),
-            [FAMILY_FIELD, TASK_FIELD, "CONTAINER_TAG"]
-        );
-        let t = Template::parse("{{A | default(\"x\")}}/{{B}}", &mut f).unwrap();
-        assert_eq!(t.gate(&f).unwrap(), ["B"]);
-        let t = Template::parse("{{A | default(\"x\")}}", &mut f).unwrap();
-        assert_eq!(t.gate(&f), None);
     }
 
     #[test]

@@ -29,8 +29,6 @@ pub struct JournaldSource {
     rules: Arc<EventRules>,
     /// `rules.fields`' names as bytes, compared with each field of an entry.
     wanted: Vec<Vec<u8>>,
-    /// Fields an entry needs one of to be a container line (see `Template::gate`).
-    gate: Option<Vec<std::ffi::CString>>,
     /// The resume landed on an entry that has not been read yet.
     current_unread: bool,
     /// Entries read since the last cursor, and that cursor's position.
@@ -53,7 +51,6 @@ impl JournaldSource {
             journal,
             location: location.clone(),
             wanted: wanted(&rules),
-            gate: gate(&rules),
             rules,
             current_unread: false,
             read_since_cursor: 0,
@@ -165,21 +162,6 @@ impl JournaldSource {
     fn read_current(&mut self) -> anyhow::Result<Read> {
         self.read_since_cursor += 1;
         self.read_since_open += 1;
-        // Most entries on a host are not container lines: one lookup tells, instead of
-        // reading and copying every field.
-        if let Some(gate) = &self.gate {
-            let mut any = false;
-            for f in gate {
-                if matches!(self.journal.get_data(f.as_c_str()), Ok(Some(d)) if d.value().is_some_and(|v| !v.is_empty()))
-                {
-                    any = true;
-                    break;
-                }
-            }
-            if !any {
-                return Ok(Read::Skipped);
-            }
-        }
         let mut e = JournalEntry {
             realtime_usec: self.journal.timestamp_usec().unwrap_or(0),
             values: vec![None; self.wanted.len()],
@@ -235,15 +217,6 @@ impl JournaldSource {
             None => Read::Skipped,
         })
     }
-}
-
-fn gate(rules: &EventRules) -> Option<Vec<std::ffi::CString>> {
-    rules.group.gate(&rules.fields).map(|names| {
-        names
-            .into_iter()
-            .filter_map(|n| std::ffi::CString::new(n).ok())
-            .collect()
-    })
 }
 
 fn wanted(rules: &EventRules) -> Vec<Vec<u8>> {
@@ -323,7 +296,6 @@ impl Source for JournaldSource {
 
     fn set_rules(&mut self, rules: Arc<EventRules>) {
         self.wanted = wanted(&rules);
-        self.gate = gate(&rules);
         self.rules = rules;
     }
 }
