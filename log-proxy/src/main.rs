@@ -380,13 +380,10 @@ fn run(opts: Options, over: Overrides) -> anyhow::Result<()> {
     };
     let direct = journal_native::Journal::new(&opts.journal_socket).ok();
     let (policy_tx, policy_rx) = crossbeam_channel::unbounded();
-    let _watcher = match &source {
-        Some(s) => Some(
-            rt.block_on(async { reload::watch(s.clone(), policy_tx.clone()) })
-                .with_context(|| format!("cannot watch the policy file {}", s.path.display()))?,
-        ),
-        None => None,
-    };
+    if let Some(s) = &source {
+        rt.block_on(async { reload::watch(s.clone(), policy_tx.clone()) })
+            .with_context(|| format!("cannot watch the policy file {}", s.path.display()))?;
+    }
     let p = proxy::Processor::new(
         Arc::new(policy),
         lookups,

@@ -3,17 +3,13 @@
 //! processor, which applies it between two lines; a bad one is refused with its reason and
 //! the running policy stays.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
 use crate::limiter::Limit;
 use crate::policy::{Overrides, Policy};
-
-/// Changes closer together than this are one reload (editors write in several steps).
-pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Where the policy comes from and how to build it again.
 #[derive(Clone)]
@@ -47,43 +43,15 @@ impl Source {
     }
 }
 
-/// Watch `path`'s directory and reload `source` when the file changes, until the returned
-/// watcher is dropped. Runs on the current tokio runtime.
-pub fn watch(source: Source, to: Sender<Arc<Policy>>) -> anyhow::Result<notify::INotifyWatcher> {
-    use notify::Watcher;
-    let path = source.path.clone();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let name = path.file_name().map(|n| n.to_owned());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::INotifyWatcher::new(
-        move |ev: notify::Result<notify::Event>| {
-            let Ok(ev) = ev else { return };
-            if ev.kind.is_access() {
-                return;
-            }
-            if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
-                let _ = tx.send(());
-            }
-        },
-        notify::Config::default(),
-    )?;
-    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+/// Reload `source` whenever its file changes (see [`daemon_kit::watch`]), for as long as the
+/// current tokio runtime runs.
+pub fn watch(source: Source, to: Sender<Arc<Policy>>) -> anyhow::Result<()> {
+    let mut file = daemon_kit::watch::FileWatch::new(&source.path)?;
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Quiet for DEBOUNCE: the write is complete.
-            loop {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        loop {
+            file.changed().await;
             source.reload("the policy file changed", &to);
         }
     });
-    Ok(watcher)
+    Ok(())
 }

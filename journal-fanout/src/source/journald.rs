@@ -29,6 +29,8 @@ pub struct JournaldSource {
     rules: Arc<EventRules>,
     /// `rules.fields`' names as bytes, compared with each field of an entry.
     wanted: Vec<Vec<u8>>,
+    /// The last entry's values of `wanted`, kept for their allocation.
+    values: Vec<Option<Vec<u8>>>,
     /// The resume landed on an entry that has not been read yet.
     current_unread: bool,
     /// Entries read since the last cursor, and that cursor's position.
@@ -51,6 +53,7 @@ impl JournaldSource {
             journal,
             location: location.clone(),
             wanted: wanted(&rules),
+            values: Vec::new(),
             rules,
             current_unread: false,
             read_since_cursor: 0,
@@ -164,7 +167,7 @@ impl JournaldSource {
         self.read_since_open += 1;
         let mut e = JournalEntry {
             realtime_usec: self.journal.timestamp_usec().unwrap_or(0),
-            values: vec![None; self.wanted.len()],
+            values: self.take_values(),
             ..JournalEntry::default()
         };
         self.journal.restart_data();
@@ -204,7 +207,7 @@ impl JournaldSource {
             }
         }
         let size = e.message.as_ref().map_or(0, Vec::len);
-        Ok(match event::from_journal(&self.rules, &e) {
+        let read = match event::from_journal(&self.rules, &e) {
             Some(record) => {
                 let d = self.rules.routes.decide(&record, &e.values);
                 Read::Record(Entry {
@@ -215,7 +218,18 @@ impl JournaldSource {
                 })
             }
             None => Read::Skipped,
-        })
+        };
+        self.values = e.values;
+        Ok(read)
+    }
+
+    /// The per-entry slots for `wanted`'s values, reused from entry to entry (one allocation
+    /// less per entry on the reading path).
+    fn take_values(&mut self) -> Vec<Option<Vec<u8>>> {
+        let mut v = std::mem::take(&mut self.values);
+        v.clear();
+        v.resize(self.wanted.len(), None);
+        v
     }
 }
 

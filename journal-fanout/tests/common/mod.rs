@@ -366,6 +366,19 @@ pub fn check_put(body: &[u8]) -> Result<usize, String> {
     Ok(events.len())
 }
 
+/// A CloudWatch Logs client for moto at `endpoint`, with dummy credentials.
+pub fn moto_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
+    let conf = aws_sdk_cloudwatchlogs::Config::builder()
+        .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    aws_sdk_cloudwatchlogs::Client::from_conf(conf)
+}
+
 /// Every event in moto, per (group, stream), in stored order: messages parsed as events.
 pub fn moto_events(endpoint: &str) -> BTreeMap<(String, String), Vec<Value>> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -373,15 +386,7 @@ pub fn moto_events(endpoint: &str) -> BTreeMap<(String, String), Vec<Value>> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let conf = aws_sdk_cloudwatchlogs::Config::builder()
-            .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
-            .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .build();
-        let client = aws_sdk_cloudwatchlogs::Client::from_conf(conf);
+        let client = moto_client(endpoint);
         let mut out = BTreeMap::new();
         let Ok(groups) = client
             .describe_log_groups()
@@ -445,15 +450,7 @@ pub fn moto_retention(endpoint: &str) -> BTreeMap<String, Option<i32>> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let conf = aws_sdk_cloudwatchlogs::Config::builder()
-            .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
-            .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .build();
-        let client = aws_sdk_cloudwatchlogs::Client::from_conf(conf);
+        let client = moto_client(endpoint);
         let groups = client
             .describe_log_groups()
             .into_paginator()
