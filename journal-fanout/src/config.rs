@@ -84,11 +84,13 @@ pub struct Args {
     #[arg(long, env = "JOURNAL_FANOUT_HOSTNAME")]
     pub hostname: Option<String>,
 
-    /// Most bytes (of messages) in one batch handed to a destination.
+    /// Most bytes (of messages) in one batch handed to a destination. Larger batches mean
+    /// fewer requests on a busy host (CloudWatch counts PutLogEvents against a per-account
+    /// quota) but more memory: each destination holds a few copies of a batch.
     #[arg(
         long,
         env = "JOURNAL_FANOUT_MAX_BATCH_BYTES",
-        default_value_t = 1_000_000
+        default_value_t = 262_144
     )]
     pub max_batch_bytes: usize,
 

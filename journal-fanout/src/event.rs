@@ -40,7 +40,7 @@ struct Defaults {
 
 /// Turn a journal entry into a record, or `None` when it is not a container line (the
 /// group template has no value for it).
-pub fn from_journal(rules: &EventRules, e: &JournalEntry) -> Option<Record> {
+pub fn from_journal(rules: &EventRules, e: &mut JournalEntry) -> Option<Record> {
     let group = rules
         .group
         .render(&rules.fields, &e.values)
@@ -57,7 +57,7 @@ pub fn from_journal(rules: &EventRules, e: &JournalEntry) -> Option<Record> {
     };
     let text = |v: &Option<Vec<u8>>| {
         v.as_deref()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .map(|b| utf8_lossy(b).into_owned())
             .unwrap_or_default()
     };
     let num = |v: &Option<Vec<u8>>| -> i64 {
@@ -69,7 +69,7 @@ pub fn from_journal(rules: &EventRules, e: &JournalEntry) -> Option<Record> {
     let host = match &rules.hostname_override {
         Some(h) => h.clone(),
         None => match e.hostname.as_deref().filter(|h| !h.is_empty()) {
-            Some(h) => String::from_utf8_lossy(h).into_owned(),
+            Some(h) => utf8_lossy(h).into_owned(),
             None => rules.hostname_default.clone(),
         },
     };
@@ -95,7 +95,8 @@ pub fn from_journal(rules: &EventRules, e: &JournalEntry) -> Option<Record> {
             ..Info::default()
         },
     };
-    let line = e.message.as_deref().unwrap_or_default();
+    // The message moves into the event (no copy when it is UTF-8, as nearly all are).
+    let line = e.message.take().unwrap_or_default();
     let event = from_line(line, defaults);
     Some(Record {
         group,
@@ -121,19 +122,32 @@ pub fn from_json(value: Value, host: &str) -> Event {
     }
 }
 
-fn from_line(line: &[u8], d: Defaults) -> Event {
+fn from_line(line: Vec<u8>, d: Defaults) -> Event {
     let trimmed = line.trim_ascii();
     if trimmed.first() == Some(&b'{') {
         if let Ok(map) = serde_json::from_slice::<Map<String, Value>>(trimmed) {
             return from_object(map, d);
         }
     }
-    let mut text = String::from_utf8_lossy(line).into_owned();
+    let mut text = match String::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     // Docker and most loggers end lines with a newline; the event does not need it.
     while text.ends_with('\n') || text.ends_with('\r') {
         text.pop();
     }
     plain(text, d)
+}
+
+/// `b` as text, invalid UTF-8 replaced. `str::from_utf8` first: its validation is several
+/// times faster than `String::from_utf8_lossy`'s on valid text (measured on the reader's
+/// profile), and journal fields are nearly always valid.
+pub fn utf8_lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
 }
 
 fn plain(message: String, d: Defaults) -> Event {
@@ -308,7 +322,7 @@ mod tests {
 
     #[test]
     fn plain_line() {
-        let r = from_journal(&rules(), &entry("hello world\n")).unwrap();
+        let r = from_journal(&rules(), &mut entry("hello world\n")).unwrap();
         assert_eq!(r.group, "api");
         assert_eq!(r.stream, "api/1/x");
         assert_eq!(r.event.message, "hello world");
@@ -324,7 +338,7 @@ mod tests {
     #[test]
     fn ecs_event_keeps_fields_and_fills_missing() {
         let line = r#"{"level":"WARN","info":{"host":"app","errors":[{"error":"x"}]},"data":{"k":1},"message":"m"}"#;
-        let r = from_journal(&rules(), &entry(line)).unwrap();
+        let r = from_journal(&rules(), &mut entry(line)).unwrap();
         assert_eq!(r.event.level, Level::Warn);
         assert_eq!(r.event.info.host, "app");
         assert_eq!(r.event.info.pid, 42);
@@ -336,7 +350,11 @@ mod tests {
 
     #[test]
     fn other_object_goes_under_data() {
-        let r = from_journal(&rules(), &entry(r#"{"msg":"hi","user":7,"level":"debug"}"#)).unwrap();
+        let r = from_journal(
+            &rules(),
+            &mut entry(r#"{"msg":"hi","user":7,"level":"debug"}"#),
+        )
+        .unwrap();
         assert_eq!(r.event.message, "hi");
         assert_eq!(r.event.data["user"], 7);
         assert_eq!(r.event.data["level"], "debug");
@@ -346,7 +364,7 @@ mod tests {
 
     #[test]
     fn event_shape_with_bad_types_loses_nothing() {
-        let r = from_journal(&rules(), &entry(r#"{"level":"LOUD","message":"x"}"#)).unwrap();
+        let r = from_journal(&rules(), &mut entry(r#"{"level":"LOUD","message":"x"}"#)).unwrap();
         assert_eq!(r.event.message, "x");
         assert_eq!(r.event.data["level"], "LOUD");
         assert_eq!(r.event.level, Level::Error);
@@ -356,7 +374,7 @@ mod tests {
     fn not_a_container_line() {
         let mut e = entry("x");
         e.values[0] = None;
-        assert!(from_journal(&rules(), &e).is_none());
+        assert!(from_journal(&rules(), &mut e).is_none());
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Template {
                     let done = terms.iter().any(|t| match t {
                         Term::Field(i) => match values.get(*i).and_then(|v| v.as_deref()) {
                             Some(v) if !v.is_empty() => {
-                                out.push_str(&String::from_utf8_lossy(v));
+                                out.push_str(&crate::event::utf8_lossy(v));
                                 true
                             }
                             _ => false,
@@ -180,7 +180,7 @@ fn term_value(t: &Term, fields: &Fields, values: &Values) -> Option<String> {
             .get(i)
             .and_then(|v| v.as_deref())
             .filter(|v| !v.is_empty())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .map(|v| crate::event::utf8_lossy(v).into_owned())
     };
     let named = |name: &str| fields.position(name).and_then(field);
     match t {

@@ -126,7 +126,7 @@ impl Route {
             values
                 .get(*i)
                 .and_then(|v| v.as_deref())
-                .is_some_and(|v| g.is_match(String::from_utf8_lossy(v).as_ref()))
+                .is_some_and(|v| g.is_match(crate::event::utf8_lossy(v).as_ref()))
         })
     }
 }

@@ -185,7 +185,10 @@ impl Event {
 
     /// Serialize to compact JSON.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("an Event always serializes")
+        // Sized for the message plus the envelope: no regrowth on the way (one per event).
+        let mut out = Vec::with_capacity(self.message.len() + 192);
+        serde_json::to_writer(&mut out, self).expect("an Event always serializes");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
     }
 }
 

@@ -217,12 +217,48 @@ fn line(record: &Record) -> Value {
     })
 }
 
+/// [`line`]'s JSON written straight from the record (no `Value` tree: a dozen allocations
+/// less per event); keys in the order `line` gives them.
+#[derive(serde::Serialize)]
+struct Wire<'a> {
+    app: &'a str,
+    level: &'a str,
+    line: std::borrow::Cow<'a, str>,
+    meta: WireMeta<'a>,
+    timestamp: i64,
+}
+
+#[derive(serde::Serialize)]
+struct WireMeta<'a> {
+    data: &'a Map<String, Value>,
+    info: &'a ecs_event::Info,
+    stream: &'a str,
+}
+
 fn render_line(record: &Record) -> String {
-    let mut v = line(record);
-    let s = v.to_string();
+    let e = &record.event;
+    let wire = Wire {
+        app: &record.group,
+        level: e.level.as_str(),
+        line: if e.message.is_empty() {
+            e.to_json().into()
+        } else {
+            e.message.as_str().into()
+        },
+        meta: WireMeta {
+            data: &e.data,
+            info: &e.info,
+            stream: &record.stream,
+        },
+        timestamp: e.time.timestamp_millis(),
+    };
+    let mut out = Vec::with_capacity(e.message.len() + 256);
+    serde_json::to_writer(&mut out, &wire).expect("a line always serializes");
+    let s = String::from_utf8(out).expect("serde_json writes UTF-8");
     if s.len() <= MAX_LINE_BYTES {
         return s;
     }
+    let mut v = line(record);
     // Too big: shorten the line, then replace data by a (cut) string of it under its own key,
     // so `meta.data` stays an object.
     let over = s.len() - MAX_LINE_BYTES;
@@ -325,5 +361,24 @@ mod tests {
         assert_eq!(v["meta"]["data"]["k"], 1);
         assert!(v["meta"]["info"].is_object());
         assert!(v["line"].as_str().unwrap().starts_with('{'));
+    }
+
+    #[test]
+    fn written_line_is_the_value_line() {
+        // The direct writer and the `Value` fallback give the same JSON, with and without a
+        // message, data and info.
+        let mut with = Event::new(Level::Info, chrono::Utc::now(), "hello \"x\"\n\u{1}é");
+        with.data.insert("n".into(), json!({"a": [1, 2]}));
+        with.info.host = "h".into();
+        with.info.pid = 7;
+        for e in [with, Event::new(Level::Debug, chrono::Utc::now(), "")] {
+            let r = Record {
+                group: "grp".into(),
+                stream: "str".into(),
+                event: e,
+            };
+            let written: Value = serde_json::from_str(&render_line(&r)).unwrap();
+            assert_eq!(written, line(&r));
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! for Loggly; a request holds events of one tag set. `LOGGLY_URL=tls://TOKEN@host:port`
 //! (ecs-logs' form) selects RFC 5424 syslog over TLS with `[TOKEN@41058 tag="…"]`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -175,6 +176,7 @@ impl Loggly {
                 },
                 base: base.as_str().trim_end_matches('/').to_string(),
                 tags: config.tags.clone(),
+                keys: Default::default(),
             }),
             Transport::Syslog { ref host, port } => Inner::Syslog {
                 conn: Box::new(SyslogTls::new("loggly", host, port, tls, metrics)?),
@@ -241,6 +243,31 @@ struct Bulk {
     target: Target,
     base: String,
     tags: Vec<String>,
+    /// Tag keys by group and stream: a batch has few of them, and building one is several
+    /// allocations (bounded: cleared past `KEYS_KEPT`).
+    keys: std::cell::RefCell<HashMap<String, HashMap<String, String>>>,
+}
+
+/// Most groups whose tag keys [`Bulk`] keeps.
+const KEYS_KEPT: usize = 1024;
+
+impl Bulk {
+    fn key(&self, r: &Record) -> String {
+        let mut keys = self.keys.borrow_mut();
+        if let Some(k) = keys.get(&r.group).and_then(|s| s.get(&r.stream)) {
+            return k.clone();
+        }
+        if keys.len() >= KEYS_KEPT {
+            keys.clear();
+        }
+        let k = event_tags(r, &self.tags).join(",");
+        let streams = keys.entry(r.group.clone()).or_default();
+        if streams.len() >= KEYS_KEPT {
+            streams.clear();
+        }
+        streams.insert(r.stream.clone(), k.clone());
+        k
+    }
 }
 
 impl Requests for Bulk {
@@ -254,7 +281,7 @@ impl Requests for Bulk {
 
     fn render(&self, record: &Record) -> Item {
         Item {
-            key: event_tags(record, &self.tags).join(","),
+            key: self.key(record),
             body: super::truncate::event_json(&record.event, MAX_EVENT_BYTES),
         }
     }

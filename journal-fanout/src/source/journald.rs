@@ -31,6 +31,8 @@ pub struct JournaldSource {
     wanted: Vec<Vec<u8>>,
     /// The last entry's values of `wanted`, kept for their allocation.
     values: Vec<Option<Vec<u8>>>,
+    /// Field buffers of earlier entries, reused: a field copied is then no allocation.
+    spare: Vec<Vec<u8>>,
     /// The resume landed on an entry that has not been read yet.
     current_unread: bool,
     /// Entries read since the last cursor, and that cursor's position.
@@ -54,6 +56,7 @@ impl JournaldSource {
             location: location.clone(),
             wanted: wanted(&rules),
             values: Vec::new(),
+            spare: Vec::new(),
             rules,
             current_unread: false,
             read_since_cursor: 0,
@@ -185,7 +188,7 @@ impl JournaldSource {
             // Fields the naming templates and routes read (a handful: a linear scan).
             if let Some(i) = self.wanted.iter().position(|w| w == name) {
                 if e.values[i].is_none() {
-                    e.values[i] = Some(value.to_vec());
+                    e.values[i] = Some(copy(&mut self.spare, value));
                 }
             }
             let slot = match name {
@@ -201,13 +204,18 @@ impl JournaldSource {
                 b"MESSAGE_ID" => &mut e.message_id,
                 _ => continue,
             };
-            // The first occurrence wins when a field repeats.
+            // The first occurrence wins when a field repeats. The message moves into the
+            // record: an exact-size copy, not a spare buffer's capacity.
             if slot.is_none() {
-                *slot = Some(value.to_vec());
+                *slot = Some(if name == b"MESSAGE" {
+                    value.to_vec()
+                } else {
+                    copy(&mut self.spare, value)
+                });
             }
         }
         let size = e.message.as_ref().map_or(0, Vec::len);
-        let read = match event::from_journal(&self.rules, &e) {
+        let read = match event::from_journal(&self.rules, &mut e) {
             Some(record) => {
                 let d = self.rules.routes.decide(&record, &e.values);
                 Read::Record(Entry {
@@ -219,6 +227,27 @@ impl JournaldSource {
             }
             None => Read::Skipped,
         };
+        // The buffers go back for the next entry (the message moved into the record).
+        for slot in [
+            &mut e.priority,
+            &mut e.hostname,
+            &mut e.pid,
+            &mut e.uid,
+            &mut e.gid,
+            &mut e.code_file,
+            &mut e.code_line,
+            &mut e.code_func,
+            &mut e.message_id,
+        ]
+        .into_iter()
+        .chain(e.values.iter_mut())
+        {
+            if let Some(b) = slot.take() {
+                if self.spare.len() < SPARE_KEPT && b.capacity() <= SPARE_MAX_BYTES {
+                    self.spare.push(b);
+                }
+            }
+        }
         self.values = e.values;
         Ok(read)
     }
@@ -231,6 +260,19 @@ impl JournaldSource {
         v.resize(self.wanted.len(), None);
         v
     }
+}
+
+/// Most spare field buffers kept between entries (an entry has a dozen fields of interest).
+const SPARE_KEPT: usize = 32;
+/// Larger buffers are freed, not kept (one huge field must not stay resident).
+const SPARE_MAX_BYTES: usize = 4096;
+
+/// `value` in a buffer from `spare` (allocated only when none is left).
+fn copy(spare: &mut Vec<Vec<u8>>, value: &[u8]) -> Vec<u8> {
+    let mut b = spare.pop().unwrap_or_default();
+    b.clear();
+    b.extend_from_slice(value);
+    b
 }
 
 fn wanted(rules: &EventRules) -> Vec<Vec<u8>> {
