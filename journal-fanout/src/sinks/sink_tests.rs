@@ -209,7 +209,20 @@ async fn loggly_bulk_20000_events_arrive_as_the_api_expects() {
     // Tags of group "svc/api" are made valid, "_internal" loses its leading underscore.
     assert!(events.iter().any(|e| e.tags[0] == "svc_api"));
     assert!(events.iter().any(|e| e.tags[0] == "internal"));
+    assert_one_connection(&rx);
     logs.assert_clean(&tok);
+}
+
+/// Every request went over one kept-alive connection: an answer dropped unread closes it, and
+/// each request then pays a new TCP (and, against the real service, TLS) handshake.
+fn assert_one_connection(rx: &Receiver) {
+    let st = rx.state();
+    assert!(st.requests > 1, "only {} requests", st.requests);
+    assert_eq!(
+        st.connections, 1,
+        "{} requests took {} connections: the client does not keep its connection",
+        st.requests, st.connections
+    );
 }
 
 #[tokio::test]
@@ -240,6 +253,7 @@ async fn logdna_ingest_20000_events_arrive_as_the_api_expects() {
         assert_eq!(e.body["meta"]["data"]["n"], i);
         assert_eq!(e.body["meta"]["info"]["pid"], r.event.info.pid);
     }
+    assert_one_connection(&rx);
     logs.assert_clean(&key);
 }
 

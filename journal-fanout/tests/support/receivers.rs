@@ -91,6 +91,8 @@ pub struct State {
     pub violations: Vec<String>,
     /// Requests (HTTP) or connections (syslog) seen.
     pub requests: usize,
+    /// TCP connections accepted (HTTP clients should keep one alive between requests).
+    pub connections: usize,
     /// Requests answered with `fail_with`.
     pub failed: usize,
     /// Requests answered 400 because of the poison.
@@ -243,6 +245,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        shared.state.lock().unwrap().connections += 1;
         let s = shared.clone();
         let task = tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
