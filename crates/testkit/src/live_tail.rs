@@ -196,22 +196,18 @@ async fn handle(
             .body(Full::new(Bytes::from(text)).boxed())
             .unwrap());
     }
-    let groups: Vec<String> = body["logGroupIdentifiers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let prefixes: Vec<String> = body["logStreamNamePrefixes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let strings = |key: &str| -> Vec<String> {
+        body[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let groups = strings("logGroupIdentifiers");
+    let prefixes = strings("logStreamNamePrefixes");
     let session = s.sessions.fetch_add(1, Ordering::SeqCst);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let start = frame(
