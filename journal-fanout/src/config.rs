@@ -172,6 +172,10 @@ ENVIRONMENT:
   LOGDNA_TOKEN (or LOGDNA_TOKEN_FILE), LOGDNA_URL
                        for --dst logdna
   JOURNALD_STREAM_NAME ecs-logs' stream field, when --stream-field is not given
+  JOURNAL_FANOUT_READ_FIELDS=libsystemd
+                       read every entry's fields through libsystemd instead of straight
+                       from the journal files (slower; for comparison, or should a file
+                       ever be read wrongly)
   RUST_LOG             diagnostics level on stderr (error, warn, info, debug; default info)
 
 SIGNALS:

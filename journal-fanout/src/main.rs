@@ -273,6 +273,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     stop: stop.clone(),
                     liveness: liveness.clone(),
                     done: done_tx.clone(),
+                    reads: metrics.journal_reads.clone(),
                 });
                 spawn_journal_reader(
                     &config,
@@ -282,6 +283,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     SharedParts {
                         rules: rules.clone(),
                         hits: metrics.routes.clone(),
+                        reads: metrics.journal_reads.clone(),
                         own,
                         rt,
                     },
@@ -483,6 +485,7 @@ fn spawn_delivery<S: Sink>(
 struct SharedParts {
     rules: Arc<pipeline::RulesCell>,
     hits: Arc<metrics::RouteHits>,
+    reads: Arc<metrics::JournalReads>,
     own: Arc<OwnReaders>,
     rt: tokio::runtime::Handle,
 }
@@ -542,7 +545,8 @@ fn spawn_journal_reader(
                     parts.rules.current(),
                     shared_start.as_deref(),
                     from,
-                )?;
+                )?
+                .counting_reads(parts.reads.clone());
                 let (joins_tx, joins_rx) = std::sync::mpsc::channel();
                 for ((lane, cursor), attached) in lanes.iter().zip(starts).zip(&attached) {
                     if !attached {
@@ -587,6 +591,7 @@ struct OwnReaders {
     stop: Arc<AtomicBool>,
     liveness: daemon_kit::Liveness,
     done: mpsc::UnboundedSender<Finished>,
+    reads: Arc<metrics::JournalReads>,
 }
 
 #[cfg(feature = "journald")]
@@ -599,12 +604,13 @@ impl OwnReaders {
         from: config::StartAt,
         joins: std::sync::mpsc::Sender<pipeline::JoinRequest>,
     ) -> anyhow::Result<()> {
-        let (location, limits, rules, stop, done) = (
+        let (location, limits, rules, stop, done, reads) = (
             self.location.clone(),
             self.limits,
             self.rules.clone(),
             self.stop.clone(),
             self.done.clone(),
+            self.reads.clone(),
         );
         let name = lane.m.name;
         let alive = self
@@ -620,7 +626,8 @@ impl OwnReaders {
                         rules.current(),
                         cursor.as_deref(),
                         from,
-                    )?;
+                    )?
+                    .counting_reads(reads);
                     pipeline::own_read(&mut src, limits, lane, cursor, view, joins, &stop, &alive)
                 });
                 if result.is_err() {

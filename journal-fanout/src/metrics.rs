@@ -182,6 +182,17 @@ pub struct Metrics {
     journal_files_unreadable: AtomicU64,
     /// Entries each route decided.
     pub routes: Arc<RouteHits>,
+    /// How the journal readers read entries' fields.
+    pub journal_reads: Arc<JournalReads>,
+}
+
+/// Journal entries read, by which reader read their fields (added once per batch).
+#[derive(Debug, Default)]
+pub struct JournalReads {
+    /// By journal-fanout's own reader of the journal files.
+    pub file: AtomicU64,
+    /// Through libsystemd, where that reader declined the entry.
+    pub libsystemd: AtomicU64,
 }
 
 /// Entries decided per route number (from 1), summed once per batch.
@@ -398,6 +409,16 @@ impl Collector for Collect {
                 None,
                 g.metric_type(),
             )?)?;
+            let mut f = e.encode_descriptor(
+                "journal_fanout_journal_entries_read",
+                "Journal entries read (by every journal reader, counted when its position is taken), by what read their fields: reader=\"file\" journal-fanout's own reader of the journal files, reader=\"libsystemd\" libsystemd where that reader declined the entry (a compressed field, a file it has not opened yet, a layout it does not know), which costs more CPU per entry.",
+                None,
+                MetricType::Counter,
+            )?;
+            let r = &m.journal_reads;
+            for (reader, n) in [("file", &r.file), ("libsystemd", &r.libsystemd)] {
+                ConstCounter::new(l(n)).encode(f.encode_family(&[("reader", reader)])?)?;
+            }
         }
         Ok(())
     }

@@ -94,6 +94,8 @@ fn is_socket(p: &Path) -> bool {
 /// A private journald in its own namespace; stopped and its storage removed on drop.
 pub struct Journald {
     namespace: String,
+    /// journald's environment (kept for restarts).
+    env: Vec<(String, String)>,
     child: Child,
     socket: PathBuf,
     conf: PathBuf,
@@ -111,6 +113,12 @@ impl Journald {
     /// Like [`Journald::start`], with extra lines for the `[Journal]` section
     /// (e.g. `RuntimeMaxFileSize=1M` to force rotation).
     pub fn start_with_config(extra: &str) -> Journald {
+        Journald::start_with_env(extra, &[])
+    }
+
+    /// Like [`Journald::start_with_config`], with environment variables for journald (e.g.
+    /// `SYSTEMD_JOURNAL_COMPACT=0` for journal files in the regular, not compact, layout).
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Journald {
         require_binary(
             "/lib/systemd/systemd-journald",
             "apt-get install -y systemd",
@@ -126,9 +134,14 @@ impl Journald {
         )
         .unwrap_or_else(|e| panic!("cannot write {} (tests run as root): {e}", conf.display()));
         let socket = PathBuf::from(format!("/run/systemd/journal.{namespace}/socket"));
-        let child = spawn_journald(&namespace);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_journald(&namespace, &env);
         let mut j = Journald {
             namespace,
+            env,
             child,
             socket,
             conf,
@@ -191,7 +204,7 @@ impl Journald {
     /// Start the same namespace again after [`Journald::stop`].
     pub fn restart(&mut self) {
         self.stop();
-        self.child = spawn_journald(&self.namespace);
+        self.child = spawn_journald(&self.namespace, &self.env);
         self.wait_ready();
         self.keep_alive();
     }
@@ -268,9 +281,10 @@ impl Journald {
     }
 }
 
-fn spawn_journald(namespace: &str) -> Child {
+fn spawn_journald(namespace: &str, env: &[(String, String)]) -> Child {
     Command::new("/lib/systemd/systemd-journald")
         .arg(namespace)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -49,6 +49,8 @@ pub struct Survey {
     pub places: Vec<Place>,
     /// Journal files this process can open.
     pub readable: usize,
+    /// Their paths.
+    pub files: Vec<PathBuf>,
     /// Journal files, or journal directories (which hide their files), that exist but cannot
     /// be opened, with why.
     pub unreadable: Vec<(PathBuf, io::Error)>,
@@ -437,6 +439,7 @@ fn count_file(s: &mut Survey, path: &Path, counts: &mut (usize, usize)) {
         Ok(f) => {
             if f.metadata().is_ok_and(|m| m.is_file()) {
                 s.readable += 1;
+                s.files.push(path.to_path_buf());
                 counts.0 += 1;
             }
         }

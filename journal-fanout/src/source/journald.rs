@@ -12,11 +12,14 @@ use anyhow::Context;
 use chrono::{TimeZone, Utc};
 use systemd::journal::{Journal, OpenDirectoryOptions, OpenOptions};
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::journal_file::FieldReader;
 use super::{Entry, Loss, Read, Source};
 use crate::config::{EventRules, JournalLocation, StartAt};
 use crate::event::{self, JournalEntry};
+use crate::metrics::JournalReads;
 
 /// Reopen the journal after this many entries (at a batch boundary). libsystemd keeps the
 /// journal files it has read mapped; reopening drops those mappings, which keeps the resident
@@ -25,6 +28,13 @@ const REOPEN_EVERY: u64 = 10_000;
 
 pub struct JournaldSource {
     journal: Journal,
+    /// Reads the fields of the entry `journal` stands on from the file (the fast path);
+    /// `None` when turned off (`JOURNAL_FANOUT_READ_FIELDS=libsystemd`).
+    fields: Option<FieldReader>,
+    reads: Option<Arc<JournalReads>>,
+    /// Entries whose fields were read from the file, and through libsystemd, not yet counted
+    /// in `reads`.
+    read_by: (u64, u64),
     location: JournalLocation,
     rules: Arc<EventRules>,
     /// `rules.fields`' names as bytes, compared with each field of an entry.
@@ -53,6 +63,9 @@ impl JournaldSource {
         let journal = open(location)?;
         let mut src = JournaldSource {
             journal,
+            fields: own_reader().then(|| FieldReader::new(location)),
+            reads: None,
+            read_by: (0, 0),
             location: location.clone(),
             wanted: wanted(&rules),
             values: Vec::new(),
@@ -90,6 +103,9 @@ impl JournaldSource {
     /// Reopen the journal and continue after `cursor` (the entry just read).
     fn reopen(&mut self, cursor: &str) -> anyhow::Result<()> {
         self.journal = open(&self.location)?;
+        if let Some(f) = &mut self.fields {
+            f.release();
+        }
         self.current_unread = false;
         self.read_since_open = 0;
         self.resume(cursor)
@@ -169,49 +185,26 @@ impl JournaldSource {
         self.read_since_cursor += 1;
         self.read_since_open += 1;
         let mut e = JournalEntry {
-            realtime_usec: self.journal.timestamp_usec().unwrap_or(0),
             values: self.take_values(),
             ..JournalEntry::default()
         };
-        self.journal.restart_data();
-        loop {
-            let field = match self.journal.enumerate_data() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(err) => {
-                    // A damaged field: keep what was read of the entry.
-                    tracing::debug!(error = %err, "cannot read a field of a journal entry");
-                    break;
-                }
-            };
-            let (name, value) = (field.name(), field.value().unwrap_or_default());
-            // Fields the naming templates and routes read (a handful: a linear scan).
-            if let Some(i) = self.wanted.iter().position(|w| w == name) {
-                if e.values[i].is_none() {
-                    e.values[i] = Some(copy(&mut self.spare, value));
-                }
+        let direct = match &mut self.fields {
+            Some(reader) => self.journal.cursor().ok().and_then(|cursor| {
+                let (wanted, spare) = (&self.wanted, &mut self.spare);
+                reader.read(&cursor, |name, value| {
+                    take_field(wanted, spare, &mut e, name, value)
+                })
+            }),
+            None => None,
+        };
+        match direct {
+            Some(realtime) => {
+                e.realtime_usec = realtime;
+                self.read_by.0 += 1;
             }
-            let slot = match name {
-                b"MESSAGE" => &mut e.message,
-                b"PRIORITY" => &mut e.priority,
-                b"_HOSTNAME" => &mut e.hostname,
-                b"_PID" => &mut e.pid,
-                b"_UID" => &mut e.uid,
-                b"_GID" => &mut e.gid,
-                b"CODE_FILE" => &mut e.code_file,
-                b"CODE_LINE" => &mut e.code_line,
-                b"CODE_FUNC" => &mut e.code_func,
-                b"MESSAGE_ID" => &mut e.message_id,
-                _ => continue,
-            };
-            // The first occurrence wins when a field repeats. The message moves into the
-            // record: an exact-size copy, not a spare buffer's capacity.
-            if slot.is_none() {
-                *slot = Some(if name == b"MESSAGE" {
-                    value.to_vec()
-                } else {
-                    copy(&mut self.spare, value)
-                });
+            None => {
+                self.read_fields_here(&mut e);
+                self.read_by.1 += 1;
             }
         }
         let size = e.message.as_ref().map_or(0, Vec::len);
@@ -259,6 +252,88 @@ impl JournaldSource {
         v.clear();
         v.resize(self.wanted.len(), None);
         v
+    }
+}
+
+impl JournaldSource {
+    /// Read the entry's fields through libsystemd (what the file reader declined).
+    fn read_fields_here(&mut self, e: &mut JournalEntry) {
+        e.realtime_usec = self.journal.timestamp_usec().unwrap_or(0);
+        self.journal.restart_data();
+        loop {
+            let field = match self.journal.enumerate_data() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(err) => {
+                    // A damaged field: keep what was read of the entry.
+                    tracing::debug!(error = %err, "cannot read a field of a journal entry");
+                    break;
+                }
+            };
+            let (name, value) = (field.name(), field.value().unwrap_or_default());
+            take_field(&self.wanted, &mut self.spare, e, name, value);
+        }
+    }
+
+    /// Count in `reads` how each entry's fields were read.
+    pub fn counting_reads(mut self, reads: Arc<JournalReads>) -> Self {
+        self.reads = Some(reads);
+        self
+    }
+
+    /// Add the entries read since the last call to the counters.
+    fn count_reads(&mut self) {
+        let Some(reads) = &self.reads else {
+            return;
+        };
+        let (file, libsystemd) = std::mem::take(&mut self.read_by);
+        reads.file.fetch_add(file, Ordering::Relaxed);
+        reads.libsystemd.fetch_add(libsystemd, Ordering::Relaxed);
+    }
+}
+
+/// Whether entries' fields are read from the files (the default) or all through libsystemd
+/// (`JOURNAL_FANOUT_READ_FIELDS=libsystemd`: the comparison in tests and benchmarks, and a way
+/// out should a journal file ever be read wrongly).
+fn own_reader() -> bool {
+    std::env::var("JOURNAL_FANOUT_READ_FIELDS").as_deref() != Ok("libsystemd")
+}
+
+/// Keep `name=value` in `e` if it is a field a record or a route uses.
+fn take_field(
+    wanted: &[Vec<u8>],
+    spare: &mut Vec<Vec<u8>>,
+    e: &mut JournalEntry,
+    name: &[u8],
+    value: &[u8],
+) {
+    // Fields the naming templates and routes read (a handful: a linear scan).
+    if let Some(i) = wanted.iter().position(|w| w == name) {
+        if e.values[i].is_none() {
+            e.values[i] = Some(copy(spare, value));
+        }
+    }
+    let slot = match name {
+        b"MESSAGE" => &mut e.message,
+        b"PRIORITY" => &mut e.priority,
+        b"_HOSTNAME" => &mut e.hostname,
+        b"_PID" => &mut e.pid,
+        b"_UID" => &mut e.uid,
+        b"_GID" => &mut e.gid,
+        b"CODE_FILE" => &mut e.code_file,
+        b"CODE_LINE" => &mut e.code_line,
+        b"CODE_FUNC" => &mut e.code_func,
+        b"MESSAGE_ID" => &mut e.message_id,
+        _ => return,
+    };
+    // The first occurrence wins when a field repeats. The message moves into the record: an
+    // exact-size copy, not a spare buffer's capacity.
+    if slot.is_none() {
+        *slot = Some(if name == b"MESSAGE" {
+            value.to_vec()
+        } else {
+            copy(spare, value)
+        });
     }
 }
 
@@ -337,6 +412,7 @@ impl Source for JournaldSource {
             }
         }
         self.read_since_cursor = 0;
+        self.count_reads();
         if here.is_some() {
             self.last_position = here;
         }

@@ -12,6 +12,8 @@ use crate::sinks::Record;
 #[cfg(feature = "journald")]
 pub mod journal_access;
 #[cfg(feature = "journald")]
+pub mod journal_file;
+#[cfg(feature = "journald")]
 pub mod journald;
 pub mod stdin;
 

@@ -1,0 +1,467 @@
+//! Reading an entry's fields straight from the journal file: the reading hot path.
+//!
+//! libsystemd's `sd_journal_enumerate_data` costs about 19,000 instructions per entry of
+//! twenty fields (4.4 mmap-cache look-ups and object checks per field; docs/BENCHMARKS.md),
+//! nearly half of journal-fanout's work. libsystemd still decides *which* entry comes next
+//! (merging files, rotation, seeking, waiting); this module only reads the fields of the entry
+//! libsystemd stands on, found by its cursor, from our own read-only mapping of the same file.
+//!
+//! The entry is identified exactly: the cursor's sequence-number ID picks the files, its
+//! sequence number and xor hash must both match the entry object. Anything this reader does
+//! not handle — a compressed field, a file it has not opened, an unexpected layout — makes it
+//! decline the whole entry before a field is handed out, and the caller reads that entry through
+//! libsystemd as before. So a decline costs speed, never a field.
+//!
+//! The layout is systemd's Journal File Format (systemd.io/JOURNAL_FILE_FORMAT; journal-def.h):
+//! a header, then 8-byte-aligned objects. An entry object lists the offsets of its data
+//! objects (`FIELD=value` payloads), 4 bytes each in compact files, 16 (offset, hash) in
+//! others; entry array objects chain the file's entries in order.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use memmap2::{Mmap, UncheckedAdvice};
+
+use crate::config::JournalLocation;
+
+/// When an entry is in no file we have open (a new file after rotation), the journal's
+/// directories are listed again, at most once a second or once per this many such entries (a
+/// listing opens every file: tens of microseconds). Entries in between are read through
+/// libsystemd.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+const RESCAN_AFTER: u32 = 100;
+
+/// Entries read between giving back the mapped pages' resident memory (about 1 MB of a file
+/// with 500-byte lines; re-reading the few shared pages costs microseconds).
+const TRIM_EVERY: u32 = 2_000;
+
+// Header fields (offsets in bytes).
+const H_INCOMPATIBLE: usize = 12;
+const H_FILE_ID: usize = 24;
+const H_SEQNUM_ID: usize = 72;
+const H_N_ENTRIES: usize = 152;
+const H_ENTRY_ARRAY: usize = 176;
+/// The header of every file version we read is at least this long (systemd 189 and later).
+const HEADER_MIN: usize = 240;
+
+const COMPACT: u32 = 1 << 4;
+
+// Object types and sizes.
+const OBJECT_HEADER: usize = 16;
+const DATA: u8 = 1;
+const ENTRY: u8 = 3;
+const ENTRY_ARRAY: u8 = 6;
+/// Any compression flag on a data object (XZ, LZ4, ZSTD).
+const COMPRESSED: u8 = 0b111;
+/// Where an entry's items start, and a data object's payload (regular; compact adds 8).
+const ENTRY_ITEMS: usize = 64;
+const DATA_PAYLOAD: usize = 64;
+const DATA_PAYLOAD_COMPACT: usize = 72;
+const ENTRY_ARRAY_ITEMS: usize = 24;
+
+/// Reads entries' fields from the journal files at one location.
+pub struct FieldReader {
+    location: JournalLocation,
+    files: Vec<JournalFile>,
+    /// The file the last entry was in (the next is most likely there too).
+    last: Option<usize>,
+    last_rescan: Option<Instant>,
+    /// Entries found in no open file since the last listing.
+    missed: u32,
+    /// Payload ranges of the entry being read, kept for their allocation.
+    ranges: Vec<(usize, usize)>,
+    since_trim: u32,
+}
+
+/// One journal file, mapped.
+struct JournalFile {
+    map: Mmap,
+    file: File,
+    file_id: [u8; 16],
+    /// The sequence-number ID as a cursor writes it.
+    seqnum_id: Vec<u8>,
+    compact: bool,
+    /// The entry array chain as far as it has been walked: (offset, index of its first item,
+    /// how many items it holds).
+    arrays: Vec<(u64, u64, u64)>,
+    /// The index the next entry most likely has.
+    next: u64,
+}
+
+impl FieldReader {
+    pub fn new(location: &JournalLocation) -> FieldReader {
+        FieldReader {
+            location: location.clone(),
+            files: Vec::new(),
+            last: None,
+            last_rescan: None,
+            missed: 0,
+            ranges: Vec::new(),
+            since_trim: 0,
+        }
+    }
+
+    /// Unmap every file (they are mapped again when needed): keeps the resident memory of a
+    /// long catch-up small, and lets deleted files go.
+    pub fn release(&mut self) {
+        self.files.clear();
+        self.last = None;
+        // Open them again at the next entry.
+        self.last_rescan = None;
+    }
+
+    /// Hand each field of the entry libsystemd stands on (its `cursor`) to
+    /// `field(name, value)`, in the entry's order, and return its realtime timestamp; or
+    /// `None`, having handed out nothing, when this reader cannot read that entry.
+    ///
+    /// The cursor is the one exact identity of an entry libsystemd gives (systemd 252 has no
+    /// `sd_journal_get_seqnum`); timestamps are not one, since journald stamps every message
+    /// of one event-loop pass alike.
+    pub fn read(&mut self, cursor: &str, mut field: impl FnMut(&[u8], &[u8])) -> Option<u64> {
+        let found = parse_cursor(cursor).and_then(|id| self.find(&id));
+        let (f, entry) = found?;
+        let file = &self.files[f];
+        let realtime = file.entry_payloads(entry, &mut self.ranges)?;
+        for &(start, end) in &self.ranges {
+            let payload = &file.map[start..end];
+            match memchr::memchr(b'=', payload) {
+                Some(eq) => field(&payload[..eq], &payload[eq + 1..]),
+                None => field(payload, b""),
+            }
+        }
+        self.since_trim += 1;
+        if self.since_trim >= TRIM_EVERY {
+            self.trim();
+        }
+        Some(realtime)
+    }
+
+    /// Give back the resident memory of the pages read so far (the mapping stays; pages are
+    /// read again from the page cache when needed). Without it every page of a file read
+    /// would stay resident until the file is unmapped.
+    fn trim(&mut self) {
+        self.since_trim = 0;
+        for f in &self.files {
+            // SAFETY: the mapping is read-only and shared with the file: dropped pages are
+            // read from the file again, nothing is lost.
+            let _ = unsafe { f.map.unchecked_advise(UncheckedAdvice::DontNeed) };
+        }
+    }
+
+    /// The file and offset of the entry `id` names.
+    fn find(&mut self, id: &EntryId) -> Option<(usize, u64)> {
+        if let Some(f) = self.last {
+            if let Some(off) = self.files[f].at_hint(id) {
+                return Some((f, off));
+            }
+        }
+        if let Some(found) = self.search(id) {
+            return Some(found);
+        }
+        self.missed += 1;
+        let due = self.missed >= RESCAN_AFTER
+            || self.last_rescan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY);
+        if !due {
+            return None;
+        }
+        self.last_rescan = Some(Instant::now());
+        self.missed = 0;
+        self.rescan();
+        self.search(id)
+    }
+
+    fn search(&mut self, id: &EntryId) -> Option<(usize, u64)> {
+        for (i, file) in self.files.iter_mut().enumerate() {
+            if file.seqnum_id != id.seqnum_id {
+                continue;
+            }
+            if let Some(off) = file.search(id) {
+                self.last = Some(i);
+                return Some((i, off));
+            }
+        }
+        None
+    }
+
+    /// Open the journal files at the location that are not open yet, and map again the ones
+    /// that grew.
+    fn rescan(&mut self) {
+        for file in &mut self.files {
+            file.remap();
+        }
+        for path in files_at(&self.location) {
+            let Some(file) = JournalFile::open(path) else {
+                continue;
+            };
+            if !self.files.iter().any(|f| f.file_id == file.file_id) {
+                self.files.push(file);
+            }
+        }
+    }
+}
+
+/// The journal files libsystemd reads at `location` (journal_access's survey knows where).
+fn files_at(location: &JournalLocation) -> Vec<PathBuf> {
+    super::journal_access::survey(location).files
+}
+
+/// What a cursor says of its entry (protocols.md §4.7).
+#[derive(Debug, PartialEq)]
+struct EntryId<'a> {
+    /// The sequence-number ID as the cursor writes it (32 hex digits).
+    seqnum_id: &'a [u8],
+    seqnum: u64,
+    xor_hash: u64,
+}
+
+/// `s=`, `i=` and `x=` of a cursor, which libsystemd writes as
+/// `s=<32 hex>;i=<hex>;b=<32 hex>;m=<hex>;t=<hex>;x=<hex>` (done by hand: this runs for every
+/// entry read).
+fn parse_cursor(cursor: &str) -> Option<EntryId<'_>> {
+    let b = cursor.as_bytes();
+    let seqnum_id = b.strip_prefix(b"s=")?.get(..32)?;
+    let rest = b.get(35..)?.strip_prefix(b"i=")?;
+    let seqnum = hex_u64(&rest[..memchr::memchr(b';', rest)?])?;
+    let last = &b[memchr::memrchr(b';', b)? + 1..];
+    let xor_hash = hex_u64(last.strip_prefix(b"x=")?)?;
+    (b[34] == b';').then_some(EntryId {
+        seqnum_id,
+        seqnum,
+        xor_hash,
+    })
+}
+
+fn hex_u64(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 16 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(n << 4 | d as u64)
+    })
+}
+
+impl JournalFile {
+    fn open(path: PathBuf) -> Option<JournalFile> {
+        let file = File::open(&path).ok()?;
+        // SAFETY: a read-only shared mapping of a journal file. journald only appends to
+        // its files and never shrinks them (it grows them with fallocate), so the mapped
+        // range stays backed; every offset read from the file is bounds-checked against it.
+        let map = unsafe { Mmap::map(&file) }.ok()?;
+        if map.len() < HEADER_MIN || &map[..8] != b"LPKSHHRH" {
+            return None;
+        }
+        let incompatible =
+            u32::from_le_bytes(map[H_INCOMPATIBLE..H_INCOMPATIBLE + 4].try_into().ok()?);
+        // Flags this reader does not know of: leave the file to libsystemd.
+        if incompatible & !0b1_1111 != 0 {
+            return None;
+        }
+        Some(JournalFile {
+            file_id: map[H_FILE_ID..H_FILE_ID + 16].try_into().ok()?,
+            seqnum_id: map[H_SEQNUM_ID..H_SEQNUM_ID + 16]
+                .iter()
+                .flat_map(|b| format!("{b:02x}").into_bytes())
+                .collect(),
+            compact: incompatible & COMPACT != 0,
+            map,
+            file,
+            arrays: Vec::new(),
+            next: 0,
+        })
+    }
+
+    /// Map the file again if it grew (journald extends the file it writes).
+    fn remap(&mut self) {
+        let grew = self
+            .file
+            .metadata()
+            .is_ok_and(|m| m.len() as usize > self.map.len());
+        if grew {
+            // SAFETY: as in `open`.
+            if let Ok(map) = unsafe { Mmap::map(&self.file) } {
+                self.map = map;
+            }
+        }
+    }
+
+    fn u64_at(&self, off: u64) -> Option<u64> {
+        let off = usize::try_from(off).ok()?;
+        let b = self.map.get(off..off.checked_add(8)?)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    fn u32_at(&self, off: u64) -> Option<u64> {
+        let off = usize::try_from(off).ok()?;
+        let b = self.map.get(off..off.checked_add(4)?)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?) as u64)
+    }
+
+    /// An object of type `kind` at `off`: its size, checked to lie inside the mapping. A
+    /// range past the mapping (the file grew since) maps the file again once.
+    fn object(&mut self, off: u64, kind: u8) -> Option<u64> {
+        if !off.is_multiple_of(8) || off == 0 {
+            return None;
+        }
+        let end = |f: &Self| -> Option<u64> {
+            let size = f.u64_at(off.checked_add(8)?)?;
+            let end = off.checked_add(size)?;
+            (end as usize <= f.map.len()).then_some(size)
+        };
+        let size = match end(self) {
+            Some(s) => s,
+            None => {
+                self.remap();
+                end(self)?
+            }
+        };
+        (self.map[off as usize] == kind && size >= OBJECT_HEADER as u64).then_some(size)
+    }
+
+    fn item_size(&self) -> u64 {
+        if self.compact {
+            4
+        } else {
+            8
+        }
+    }
+
+    fn n_entries(&self) -> u64 {
+        self.u64_at(H_N_ENTRIES as u64).unwrap_or(0)
+    }
+
+    /// The offset of the file's entry number `i` (from 0), walking the entry array chain
+    /// further when `i` lies beyond the part walked.
+    fn entry_offset(&mut self, i: u64) -> Option<u64> {
+        loop {
+            let at = self.arrays.partition_point(|a| a.1 <= i);
+            if at > 0 {
+                let (off, first, n) = self.arrays[at - 1];
+                if i < first + n {
+                    let item = off + ENTRY_ARRAY_ITEMS as u64 + (i - first) * self.item_size();
+                    let e = if self.compact {
+                        self.u32_at(item)?
+                    } else {
+                        self.u64_at(item)?
+                    };
+                    return (e != 0).then_some(e);
+                }
+            }
+            // Walk one more array of the chain.
+            let (next, first) = match self.arrays.last() {
+                None => (self.u64_at(H_ENTRY_ARRAY as u64)?, 0),
+                Some(&(off, first, n)) => (self.u64_at(off + 16)?, first + n),
+            };
+            if next == 0 {
+                return None;
+            }
+            let size = self.object(next, ENTRY_ARRAY)?;
+            let n = size.checked_sub(ENTRY_ARRAY_ITEMS as u64)? / self.item_size();
+            if n == 0 {
+                return None;
+            }
+            self.arrays.push((next, first, n));
+        }
+    }
+
+    /// The entry at index `i` if it is the one `id` names.
+    fn entry_if(&mut self, i: u64, id: &EntryId) -> Option<u64> {
+        let off = self.entry_offset(i)?;
+        self.object(off, ENTRY)?;
+        let seqnum = self.u64_at(off + 16)?;
+        let xor = self.u64_at(off + 56)?;
+        (seqnum == id.seqnum && xor == id.xor_hash).then_some(off)
+    }
+
+    /// The entry `id` names if it is the one after the last found here.
+    fn at_hint(&mut self, id: &EntryId) -> Option<u64> {
+        if self.seqnum_id != id.seqnum_id {
+            return None;
+        }
+        let off = self.entry_if(self.next, id)?;
+        self.next += 1;
+        Some(off)
+    }
+
+    /// Binary search of the file's entries (in sequence-number order) for `id`.
+    fn search(&mut self, id: &EntryId) -> Option<u64> {
+        let (mut lo, mut hi) = (0, self.n_entries());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let off = self.entry_offset(mid)?;
+            self.object(off, ENTRY)?;
+            let seqnum = self.u64_at(off + 16)?;
+            if seqnum < id.seqnum {
+                lo = mid + 1;
+            } else if seqnum > id.seqnum {
+                hi = mid;
+            } else {
+                let off = self.entry_if(mid, id)?;
+                self.next = mid + 1;
+                return Some(off);
+            }
+        }
+        None
+    }
+
+    /// The payload ranges of the entry at `off` into `ranges`, and its realtime timestamp;
+    /// `None` when any of its data objects is compressed or not as expected.
+    fn entry_payloads(&self, off: u64, ranges: &mut Vec<(usize, usize)>) -> Option<u64> {
+        ranges.clear();
+        let size = self.u64_at(off + 8)?;
+        let realtime = self.u64_at(off + 24)?;
+        let item = if self.compact { 4 } else { 16 };
+        let n = size.checked_sub(ENTRY_ITEMS as u64)? / item;
+        let payload_at = if self.compact {
+            DATA_PAYLOAD_COMPACT
+        } else {
+            DATA_PAYLOAD
+        } as u64;
+        for k in 0..n {
+            let at = off + ENTRY_ITEMS as u64 + k * item;
+            let data = if self.compact {
+                self.u32_at(at)?
+            } else {
+                self.u64_at(at)?
+            };
+            if !data.is_multiple_of(8) || data == 0 {
+                return None;
+            }
+            let header = self
+                .map
+                .get(data as usize..(data as usize).checked_add(OBJECT_HEADER)?)?;
+            if header[0] != DATA || header[1] & COMPRESSED != 0 {
+                return None;
+            }
+            let dsize = u64::from_le_bytes(header[8..16].try_into().ok()?);
+            let end = data.checked_add(dsize)?;
+            if dsize < payload_at || end as usize > self.map.len() {
+                return None;
+            }
+            ranges.push(((data + payload_at) as usize, end as usize));
+        }
+        Some(realtime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cursor() {
+        let c = "s=2f3b3162d21f43878579d39d36709c95;i=186a3;b=2ba487c64855429e88e8dcc0f4d437b0;\
+                 m=5fe0c6bd8;t=661cad565d55b;x=9a0b1c2d3e4f5061";
+        let id = parse_cursor(c).unwrap();
+        assert_eq!(id.seqnum, 0x186a3);
+        assert_eq!(id.xor_hash, 0x9a0b1c2d3e4f5061);
+        assert_eq!(id.seqnum_id, b"2f3b3162d21f43878579d39d36709c95");
+        assert_eq!(parse_cursor("s=zz;i=1;x=2"), None);
+        let bad_hex = "s=2f3b3162d21f43878579d39d36709c95;i=1g;x=2";
+        assert_eq!(parse_cursor(bad_hex), None);
+        assert_eq!(parse_cursor("i=1;x=2"), None);
+        let no_x = "s=2f3b3162d21f43878579d39d36709c95;i=1;b=2;m=3;t=4";
+        assert_eq!(parse_cursor(no_x), None);
+    }
+}
