@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Interleaved comparison of journal-fanout configurations on one journal: CPU of the whole
+# process (user+sys), CPU of each thread (the `journal` reader thread separately, from
+# /proc/PID/task/*/schedstat) and peak RSS, shipping N entries from a private journald
+# namespace to local receivers answering 200, until /metrics shows every destination
+# delivered N.
+#
+#   journal-fanout/bench/reader.sh
+#       the two field readers: JOURNAL_FANOUT_READ_FIELDS=file (the default: fields read
+#       straight from the journal files) against =libsystemd (sd_journal_enumerate_data)
+#   OLD_BIN=/tmp/journal-fanout-09a6141 journal-fanout/bench/reader.sh
+#       this build against another one (both at their defaults)
+#   DSTS="stdout loggly" RUNS=7 N=100000 journal-fanout/bench/reader.sh
+#
+# Runs alternate between the two sides, so a noisy neighbour hits both alike; the medians are
+# printed at the end. Needs root (journald namespace), /usr/bin/time, python3, curl, and a
+# release build (`cargo build --release -p journal-fanout --examples`).
+set -euo pipefail
+
+N=${N:-100000}
+RUNS=${RUNS:-5}
+DSTS=${DSTS:-"stdout loggly logdna stdout,loggly,logdna"}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=$ROOT/target/release/journal-fanout
+RX=$ROOT/target/release/examples/bench_receiver
+OLD_BIN=${OLD_BIN:-}
+NS=jfreader$$
+WORK=$(mktemp -d /tmp/jf-reader-bench.XXXXXX)
+JPID=
+cleanup() {
+    [ -n "$JPID" ] && kill "$JPID" 2>/dev/null || true
+    rm -f "/etc/systemd/journald@$NS.conf"
+    rm -rf "/run/log/journal/$(cat /etc/machine-id).$NS" "/run/systemd/journal.$NS" "$WORK"
+}
+trap cleanup EXIT
+[ -x /usr/bin/time ] || { echo "install GNU time: apt-get install -y time" >&2; exit 1; }
+[ -x "$BIN" ] && [ -x "$RX" ] || (cd "$ROOT" && cargo build --release -p journal-fanout --examples)
+
+# The journal: N container lines (four services, ten tasks), written once.
+printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nRuntimeMaxUse=4G\nRuntimeMaxFileSize=512M\n' \
+    >"/etc/systemd/journald@$NS.conf"
+/lib/systemd/systemd-journald "$NS" >/dev/null 2>&1 &
+JPID=$!
+SOCK=/run/systemd/journal.$NS/socket
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+python3 - "$SOCK" "$N" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[2])):
+    msg = f"n={i:08d} GET /api/v1/items?page={i % 100} 200 " + "x" * 150
+    s.sendto(("MESSAGE=%s\nPRIORITY=6\nCONTAINER_TAG=svc-%d\nCONTAINER_NAME=task-%d\nSYSLOG_IDENTIFIER=jfreader\n"
+              % (msg, i % 4, i % 10)).encode(), sys.argv[1])
+PY
+journalctl --namespace="$NS" --sync
+
+# One run: prints "cpu_s rss_kb journal_thread_s other_threads_s".
+run() {
+    local bin=$1 dst=$2; shift 2
+    local w; w=$(mktemp -d "$WORK/run.XXXX")
+    local env=()
+    for api in loggly logdna; do
+        if [[ $dst == *$api* ]]; then
+            "$RX" "$api" benchtoken-0123456789 "$w/$api.count" >"$w/$api.url" 2>"$w/$api.log" &
+            echo $! >>"$w/pids"
+            for _ in $(seq 200); do [ -s "$w/$api.url" ] && break; sleep 0.05; done
+            local u; u=$(echo $api | tr a-z A-Z)
+            env+=("${u}_TOKEN=benchtoken-0123456789" "${u}_URL=$(cat "$w/$api.url")")
+        fi
+    done
+    local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    env "${env[@]}" "$@" /usr/bin/time -o "$w/time" -f '%U %S %M' "$bin" --journal-namespace "$NS" \
+        --from head --dst "$dst" --state-dir "$w/state" --flush-timeout 100ms \
+        --metrics-address "127.0.0.1:$port" >/dev/null 2>"$w/log" &
+    local tpid=$!
+    while :; do
+        local all=1
+        for d in ${dst//,/ }; do
+            local v; v=$(curl -s "http://127.0.0.1:$port/metrics" | awk -v k="journal_fanout_events_delivered_total{destination=\"$d\"}" '$1==k{print $2}')
+            [ "${v:-0}" -ge "$N" ] 2>/dev/null || all=0
+        done
+        [ $all = 1 ] && break
+        sleep 0.02
+    done
+    local pid; pid=$(pgrep -P "$tpid" -x journal-fanout)
+    local threads
+    threads=$(for t in /proc/"$pid"/task/*; do echo "$(cat "$t/comm") $(cut -d' ' -f1 "$t/schedstat")"; done |
+        awk '$1=="journal"{j+=$2; next} {o+=$2} END {printf "%.3f %.3f", j/1e9, o/1e9}')
+    kill -TERM "$pid"
+    wait "$tpid" || true
+    for p in $(cat "$w/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    awk -v t="$threads" '{printf "%.2f %d %s\n", $1+$2, $3, t}' "$w/time"
+}
+
+if [ -n "$OLD_BIN" ]; then
+    sides=("new:$BIN:" "old:$OLD_BIN:")
+else
+    sides=("file:$BIN:JOURNAL_FANOUT_READ_FIELDS=file" "libsystemd:$BIN:JOURNAL_FANOUT_READ_FIELDS=libsystemd")
+fi
+RESULTS=$WORK/results
+for r in $(seq "$RUNS"); do
+    for dst in $DSTS; do
+        # Alternate which side goes first.
+        order=("${sides[@]}")
+        [ $((r % 2)) = 0 ] && order=("${sides[1]}" "${sides[0]}")
+        for side in "${order[@]}"; do
+            IFS=: read -r name bin envv <<<"$side"
+            line=$(run "$bin" "$dst" ${envv:+"$envv"})
+            echo "$dst $name $line" | tee -a "$RESULTS" >&2
+        done
+    done
+done
+echo
+echo "| --dst | side | CPU s (median) | journal thread s | other threads s | peak RSS MB |"
+echo "|---|---|---:|---:|---:|---:|"
+python3 - "$RESULTS" <<'PY'
+import sys, statistics as st, collections
+d = collections.defaultdict(list)
+for l in open(sys.argv[1]):
+    dst, side, cpu, rss, j, o = l.split()
+    d[(dst, side)].append((float(cpu), int(rss), float(j), float(o)))
+for (dst, side), v in d.items():
+    m = lambda i: st.median(x[i] for x in v)
+    print(f"| {dst} | {side} | {m(0):.2f} | {m(2):.3f} | {m(3):.3f} | {m(1)/1024:.1f} |")
+PY
