@@ -81,7 +81,7 @@ run() {
         [ $all = 1 ] && break
         sleep 0.02
     done
-    local pid; pid=$(pgrep -P "$tpid" -x journal-fanout)
+    local pid; pid=$(pgrep -P "$tpid")
     local threads
     threads=$(for t in /proc/"$pid"/task/*; do echo "$(cat "$t/comm") $(cut -d' ' -f1 "$t/schedstat")"; done |
         awk '$1=="journal"{j+=$2; next} {o+=$2} END {printf "%.3f %.3f", j/1e9, o/1e9}')

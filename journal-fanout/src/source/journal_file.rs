@@ -41,6 +41,7 @@ const H_INCOMPATIBLE: usize = 12;
 const H_FILE_ID: usize = 24;
 const H_SEQNUM_ID: usize = 72;
 const H_N_ENTRIES: usize = 152;
+const H_TAIL_SEQNUM: usize = 160;
 const H_ENTRY_ARRAY: usize = 176;
 /// The header of every file version we read is at least this long (systemd 189 and later).
 const HEADER_MIN: usize = 240;
@@ -167,7 +168,7 @@ impl FieldReader {
         }
         self.last_rescan = Some(Instant::now());
         self.missed = 0;
-        self.rescan();
+        self.rescan(id);
         self.search(id)
     }
 
@@ -184,9 +185,14 @@ impl FieldReader {
         None
     }
 
-    /// Open the journal files at the location that are not open yet, and map again the ones
-    /// that grew.
-    fn rescan(&mut self) {
+    /// Open the journal files at the location that may hold `id` or later entries of its
+    /// sequence and are not open yet, map again the ones that grew, and let go of the ones
+    /// that end before `id` (reading only moves forward; a host keeps hundreds of archived
+    /// files, and each kept one holds a descriptor).
+    fn rescan(&mut self, id: &EntryId) {
+        self.files
+            .retain(|f| f.seqnum_id != id.seqnum_id || f.tail_seqnum() >= id.seqnum);
+        self.last = None;
         for file in &mut self.files {
             file.remap();
         }
@@ -194,7 +200,8 @@ impl FieldReader {
             let Some(file) = JournalFile::open(path) else {
                 continue;
             };
-            if !self.files.iter().any(|f| f.file_id == file.file_id) {
+            let useful = file.seqnum_id == id.seqnum_id && file.tail_seqnum() >= id.seqnum;
+            if useful && !self.files.iter().any(|f| f.file_id == file.file_id) {
                 self.files.push(file);
             }
         }
@@ -325,6 +332,11 @@ impl JournalFile {
         } else {
             8
         }
+    }
+
+    /// The sequence number of the file's newest entry (read afresh: journald updates it).
+    fn tail_seqnum(&self) -> u64 {
+        self.u64_at(H_TAIL_SEQNUM as u64).unwrap_or(0)
     }
 
     fn n_entries(&self) -> u64 {
