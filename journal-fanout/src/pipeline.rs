@@ -858,7 +858,12 @@ pub async fn deliver_loop<S: Sink>(
             m.delivered_up_to(cursor);
         }
         if let (Some(cursor), Some(cp)) = (&batch.cursor, &checkpoint) {
-            cp.save(cursor)?;
+            // The save waits for the disk (two fsyncs): off the runtime's workers, so the
+            // other destinations' tasks go on meanwhile.
+            let (cp, cursor) = (cp.clone(), cursor.clone());
+            tokio::task::spawn_blocking(move || cp.save(&cursor))
+                .await
+                .map_err(|e| anyhow::anyhow!("the cursor save failed: {e}"))??;
             add(&m.cursor_saves, 1);
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
