@@ -174,8 +174,8 @@ ENVIRONMENT:
   JOURNALD_STREAM_NAME ecs-logs' stream field, when --stream-field is not given
   JOURNAL_FANOUT_READ_FIELDS=libsystemd
                        read every entry's fields through libsystemd instead of straight
-                       from the journal files (slower; for comparison, or should a file
-                       ever be read wrongly)
+                       from the journal files (=file, the default; libsystemd is slower:
+                       for comparison, or should a file ever be read wrongly)
   RUST_LOG             diagnostics level on stderr (error, warn, info, debug; default info)
 
 SIGNALS:
@@ -311,9 +311,27 @@ pub fn parse_destinations(list: &str) -> anyhow::Result<Vec<Destination>> {
     Ok(out)
 }
 
+/// Whether journal entries' fields are read straight from the journal files (the default) or
+/// all through libsystemd: `JOURNAL_FANOUT_READ_FIELDS` = `file` or `libsystemd`.
+pub fn read_fields_from_files() -> anyhow::Result<bool> {
+    parse_read_fields(std::env::var("JOURNAL_FANOUT_READ_FIELDS").ok().as_deref())
+}
+
+fn parse_read_fields(v: Option<&str>) -> anyhow::Result<bool> {
+    match v {
+        None | Some("") | Some("file") => Ok(true),
+        Some("libsystemd") => Ok(false),
+        Some(v) => bail!(
+            "JOURNAL_FANOUT_READ_FIELDS={v:?} is not a field reader: set it to file (the \
+             default) or libsystemd, or unset it"
+        ),
+    }
+}
+
 impl Config {
     pub fn from_args(a: Args) -> anyhow::Result<Config> {
         let destinations = parse_destinations(a.dst.as_deref().unwrap_or("stdout"))?;
+        read_fields_from_files()?;
         let journal = match (a.journal_dir, a.journal_namespace) {
             (Some(d), _) => JournalLocation::Directory(d),
             (None, Some(ns)) if !ns.is_empty() => JournalLocation::Namespace(ns),
@@ -478,6 +496,17 @@ fn system_hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_reader_choice() {
+        assert!(parse_read_fields(None).unwrap());
+        assert!(parse_read_fields(Some("file")).unwrap());
+        assert!(!parse_read_fields(Some("libsystemd")).unwrap());
+        let e = parse_read_fields(Some("libsytemd"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"libsytemd\" is not a field reader"), "{e}");
+    }
 
     #[test]
     fn the_shipped_example_configuration_is_valid() {

@@ -63,7 +63,10 @@ impl JournaldSource {
         let journal = open(location)?;
         let mut src = JournaldSource {
             journal,
-            fields: own_reader().then(|| FieldReader::new(location)),
+            // The value was checked at start (`Config::from_args`).
+            fields: crate::config::read_fields_from_files()
+                .unwrap_or(true)
+                .then(|| FieldReader::new(location)),
             reads: None,
             read_by: (0, 0),
             location: location.clone(),
@@ -253,9 +256,7 @@ impl JournaldSource {
         v.resize(self.wanted.len(), None);
         v
     }
-}
 
-impl JournaldSource {
     /// Read the entry's fields through libsystemd (what the file reader declined).
     fn read_fields_here(&mut self, e: &mut JournalEntry) {
         e.realtime_usec = self.journal.timestamp_usec().unwrap_or(0);
@@ -290,13 +291,6 @@ impl JournaldSource {
         reads.file.fetch_add(file, Ordering::Relaxed);
         reads.libsystemd.fetch_add(libsystemd, Ordering::Relaxed);
     }
-}
-
-/// Whether entries' fields are read from the files (the default) or all through libsystemd
-/// (`JOURNAL_FANOUT_READ_FIELDS=libsystemd`: the comparison in tests and benchmarks, and a way
-/// out should a journal file ever be read wrongly).
-fn own_reader() -> bool {
-    std::env::var("JOURNAL_FANOUT_READ_FIELDS").as_deref() != Ok("libsystemd")
 }
 
 /// Keep `name=value` in `e` if it is a field a record or a route uses.
