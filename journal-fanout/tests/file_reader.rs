@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric, metrics, write_entries, Fanout};
+use common::{metric, metrics, stdout_from_head, write_entries};
 use testkit::{free_port, wait_until, Journald};
 
 const FIRST: usize = 1_500;
@@ -60,21 +60,11 @@ fn ship(
 ) -> (Vec<String>, String) {
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut f = Fanout::start(
-        &[
-            "--journal-namespace",
-            j.namespace(),
-            "--dst",
-            "stdout",
-            "--from",
-            "head",
-            "--state-dir",
-            state.path().to_str().unwrap(),
-            "--flush-timeout",
-            "100ms",
-            "--metrics-address",
-            &format!("127.0.0.1:{port}"),
-        ],
+    let metrics_address = format!("127.0.0.1:{port}");
+    let mut f = stdout_from_head(
+        j,
+        state.path(),
+        &["--metrics-address", &metrics_address],
         env,
     );
     wait_until(Duration::from_secs(60), "the first lines on stdout", || {

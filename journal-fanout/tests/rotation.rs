@@ -5,28 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{container_line, metric, metrics, write_entries, Fanout};
+use common::{container_line, metric, metrics, stdout_from_head, write_entries, Fanout};
 use serde_json::Value;
 use testkit::{free_port, wait_until, Journald};
 
 fn fanout(j: &Journald, state: &std::path::Path, metrics_port: u16) -> Fanout {
-    Fanout::start(
-        &[
-            "--journal-namespace",
-            j.namespace(),
-            "--dst",
-            "stdout",
-            "--from",
-            "head",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--flush-timeout",
-            "200ms",
-            "--metrics-address",
-            &format!("127.0.0.1:{metrics_port}"),
-        ],
-        &[],
-    )
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    stdout_from_head(j, state, &["--metrics-address", &metrics], &[])
 }
 
 #[test]

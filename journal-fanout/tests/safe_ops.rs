@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{container_line, write_entries, Fanout, BIN};
+use common::{container_line, write_entries, BIN};
 use testkit::{wait_until, Journald};
 
 /// Run journal-fanout with `args` and `env` (AWS and token variables cleared first), expecting
@@ -156,21 +156,7 @@ fn configuration_errors_exit_2_on_one_line() {
 fn sighup_under_load_keeps_running_and_loses_no_entry() {
     let jd = Journald::start();
     let state = tempfile::tempdir().unwrap();
-    let mut f = Fanout::start(
-        &[
-            "--journal-namespace",
-            jd.namespace(),
-            "--dst",
-            "stdout",
-            "--from",
-            "head",
-            "--state-dir",
-            state.path().to_str().unwrap(),
-            "--flush-timeout",
-            "100ms",
-        ],
-        &[],
-    );
+    let mut f = common::stdout_from_head(&jd, state.path(), &[], &[]);
     let total = 20_000;
     let socket = jd.socket().to_path_buf();
     let writer = std::thread::spawn(move || {

@@ -12,21 +12,7 @@ use serde_json::Value;
 use testkit::{wait_until, Journald};
 
 fn fanout_stdout(j: &Journald, state: &std::path::Path) -> Fanout {
-    Fanout::start(
-        &[
-            "--journal-namespace",
-            j.namespace(),
-            "--dst",
-            "stdout",
-            "--from",
-            "head",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--flush-timeout",
-            "200ms",
-        ],
-        &[],
-    )
+    common::stdout_from_head(j, state, &[], &[])
 }
 
 fn wait_lines(f: &Fanout, n: usize) -> Vec<Value> {

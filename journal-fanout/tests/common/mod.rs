@@ -64,6 +64,30 @@ pub fn metric(text: &str, series: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// journal-fanout shipping namespace `j` from its head to stdout, cursors in `state`, with
+/// `extra` flags (e.g. `--metrics-address`) and environment.
+pub fn stdout_from_head(
+    j: &testkit::Journald,
+    state: &Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Fanout {
+    let mut args = vec![
+        "--journal-namespace",
+        j.namespace(),
+        "--dst",
+        "stdout",
+        "--from",
+        "head",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--flush-timeout",
+        "100ms",
+    ];
+    args.extend_from_slice(extra);
+    Fanout::start(&args, env)
+}
+
 /// A running journal-fanout with its stdout and stderr captured to files.
 pub struct Fanout {
     pub child: Child,
