@@ -11,6 +11,9 @@
 #   OLD_BIN=/tmp/journal-fanout-09a6141 journal-fanout/bench/reader.sh
 #       this build against another one (both at their defaults)
 #   DSTS="stdout loggly" RUNS=7 N=100000 journal-fanout/bench/reader.sh
+#   TASKS=200 RX_DELAY_MS=20 DSTS=loggly OLD_BIN=... journal-fanout/bench/reader.sh
+#       many streams (TASKS tasks, default 10) and receivers that answer each request
+#       RX_DELAY_MS late, as a distant service does: the wall time is then the figure to read
 #
 # Runs alternate between the two sides, so a noisy neighbour hits both alike; the medians are
 # printed at the end. Needs root (journald namespace), /usr/bin/time, python3, curl, and a
@@ -19,6 +22,8 @@ set -euo pipefail
 
 N=${N:-100000}
 RUNS=${RUNS:-5}
+TASKS=${TASKS:-10}
+RX_DELAY_MS=${RX_DELAY_MS:-0}
 DSTS=${DSTS:-"stdout loggly logdna stdout,loggly,logdna"}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=$ROOT/target/release/journal-fanout
@@ -43,24 +48,25 @@ printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nR
 JPID=$!
 SOCK=/run/systemd/journal.$NS/socket
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-python3 - "$SOCK" "$N" <<'PY'
+python3 - "$SOCK" "$N" "$TASKS" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+tasks = int(sys.argv[3])
 for i in range(int(sys.argv[2])):
     msg = f"n={i:08d} GET /api/v1/items?page={i % 100} 200 " + "x" * 150
     s.sendto(("MESSAGE=%s\nPRIORITY=6\nCONTAINER_TAG=svc-%d\nCONTAINER_NAME=task-%d\nSYSLOG_IDENTIFIER=jfreader\n"
-              % (msg, i % 4, i % 10)).encode(), sys.argv[1])
+              % (msg, i % 4, i % tasks)).encode(), sys.argv[1])
 PY
 journalctl --namespace="$NS" --sync
 
-# One run: prints "cpu_s rss_kb journal_thread_s other_threads_s".
+# One run: prints "cpu_s rss_kb journal_thread_s other_threads_s wall_s".
 run() {
     local bin=$1 dst=$2; shift 2
     local w; w=$(mktemp -d "$WORK/run.XXXX")
     local env=()
     for api in loggly logdna; do
         if [[ $dst == *$api* ]]; then
-            "$RX" "$api" benchtoken-0123456789 "$w/$api.count" >"$w/$api.url" 2>"$w/$api.log" &
+            BENCH_RECEIVER_DELAY_MS=$RX_DELAY_MS "$RX" "$api" benchtoken-0123456789 "$w/$api.count" >"$w/$api.url" 2>"$w/$api.log" &
             echo $! >>"$w/pids"
             for _ in $(seq 200); do [ -s "$w/$api.url" ] && break; sleep 0.05; done
             local u; u=$(echo $api | tr a-z A-Z)
@@ -68,7 +74,7 @@ run() {
         fi
     done
     local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    env "${env[@]}" "$@" /usr/bin/time -o "$w/time" -f '%U %S %M' "$bin" --journal-namespace "$NS" \
+    env "${env[@]}" "$@" /usr/bin/time -o "$w/time" -f '%U %S %M %e' "$bin" --journal-namespace "$NS" \
         --from head --dst "$dst" --state-dir "$w/state" --flush-timeout 100ms \
         --metrics-address "127.0.0.1:$port" >/dev/null 2>"$w/log" &
     local tpid=$!
@@ -88,7 +94,7 @@ run() {
     kill -TERM "$pid"
     wait "$tpid" || true
     for p in $(cat "$w/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-    awk -v t="$threads" '{printf "%.2f %d %s\n", $1+$2, $3, t}' "$w/time"
+    awk -v t="$threads" '{printf "%.2f %d %s %.2f\n", $1+$2, $3, t, $4}' "$w/time"
 }
 
 if [ -n "$OLD_BIN" ]; then
@@ -110,15 +116,15 @@ for r in $(seq "$RUNS"); do
     done
 done
 echo
-echo "| --dst | side | CPU s (median) | journal thread s | other threads s | peak RSS MB |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| --dst | side | CPU s (median) | journal thread s | other threads s | peak RSS MB | wall s |"
+echo "|---|---|---:|---:|---:|---:|---:|"
 python3 - "$RESULTS" <<'PY'
 import sys, statistics as st, collections
 d = collections.defaultdict(list)
 for l in open(sys.argv[1]):
-    dst, side, cpu, rss, j, o = l.split()
-    d[(dst, side)].append((float(cpu), int(rss), float(j), float(o)))
+    dst, side, cpu, rss, j, o, wall = l.split()
+    d[(dst, side)].append((float(cpu), int(rss), float(j), float(o), float(wall)))
 for (dst, side), v in d.items():
     m = lambda i: st.median(x[i] for x in v)
-    print(f"| {dst} | {side} | {m(0):.2f} | {m(2):.3f} | {m(3):.3f} | {m(1)/1024:.1f} |")
+    print(f"| {dst} | {side} | {m(0):.2f} | {m(2):.3f} | {m(3):.3f} | {m(1)/1024:.1f} | {m(4):.2f} |")
 PY

@@ -1,7 +1,8 @@
 //! A contract receiver for the benchmark (bench/sinks.sh): `bench_receiver loggly|logdna TOKEN
 //! COUNT_FILE` prints its URL on stdout, checks every request as the tests do, and keeps the
 //! number of events received in COUNT_FILE until it is killed. It exits non-zero at the first
-//! request that breaks the API contract.
+//! request that breaks the API contract. `BENCH_RECEIVER_DELAY_MS=N` answers each request N ms
+//! late, as a distant service does.
 
 #[path = "../tests/support/receivers.rs"]
 mod receivers;
@@ -26,6 +27,14 @@ fn main() {
         other => panic!("unknown api {other}"),
     };
     let rx = Receiver::start(api);
+    // BENCH_RECEIVER_DELAY_MS: answer each request this late, as a distant service would.
+    if let Some(ms) = std::env::var("BENCH_RECEIVER_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+    {
+        rx.set(|b| b.delay = Some(Duration::from_millis(ms)));
+    }
     println!("{}", rx.url());
     std::io::stdout().flush().unwrap();
     let tmp = format!("{count_file}.tmp");

@@ -4,6 +4,7 @@
 //! configuration faults (an error: the destination stops, its cursor stays put); any other
 //! 4xx refuses this request only, and the caller splits it to find the offending events.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,10 @@ pub struct Http {
     client: Client,
     backoff: Backoff,
     metrics: Arc<metrics::Destination>,
+    /// Set while requests fail. Several requests may be in flight (one per Loggly tag set):
+    /// the one that found the service failing reports each of its retries, the others retry
+    /// quietly, so an outage is one warning per retry, not one per request in flight.
+    failing: AtomicBool,
 }
 
 impl Http {
@@ -58,6 +63,7 @@ impl Http {
             client,
             backoff: Backoff::default(),
             metrics,
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -69,6 +75,7 @@ impl Http {
         build: impl Fn(&Client) -> RequestBuilder,
     ) -> Result<Answer> {
         let mut attempt = 0u32;
+        let mut reporter = false;
         loop {
             let started = std::time::Instant::now();
             let sent = build(&self.client).send().await;
@@ -82,7 +89,7 @@ impl Http {
                     let retry_after = retry_after(&resp);
                     if status.is_success() {
                         drain(resp).await;
-                        if attempt > 0 {
+                        if self.failing.swap(false, Ordering::Relaxed) {
                             tracing::info!(dest = target.dest, "{} accepts again", target.shown);
                         }
                         return Ok(Answer::Accepted);
@@ -91,11 +98,14 @@ impl Http {
                     match classify(status) {
                         Class::Transient => {
                             let wait = retry_after.unwrap_or_else(|| self.backoff.delay(attempt));
-                            tracing::warn!(
-                                dest = target.dest,
-                                "{} answered HTTP {status} ({body}); retrying in {wait:?}",
-                                target.shown
-                            );
+                            reporter |= !self.failing.swap(true, Ordering::Relaxed);
+                            if reporter {
+                                tracing::warn!(
+                                    dest = target.dest,
+                                    "{} answered HTTP {status} ({body}); retrying in {wait:?}",
+                                    target.shown
+                                );
+                            }
                             wait
                         }
                         Class::Config => {
@@ -107,6 +117,8 @@ impl Http {
                             ))
                         }
                         Class::Refused => {
+                            // The service answers: whoever reports an outage stops.
+                            self.failing.store(false, Ordering::Relaxed);
                             return Ok(Answer::Refused(format!("HTTP {status}: {body}")))
                         }
                     }
@@ -121,12 +133,15 @@ impl Http {
                         ));
                     }
                     let wait = self.backoff.delay(attempt);
-                    tracing::warn!(
-                        dest = target.dest,
-                        "{} unreachable ({}); retrying in {wait:?}",
-                        target.shown,
-                        chain(&e)
-                    );
+                    reporter |= !self.failing.swap(true, Ordering::Relaxed);
+                    if reporter {
+                        tracing::warn!(
+                            dest = target.dest,
+                            "{} unreachable ({}); retrying in {wait:?}",
+                            target.shown,
+                            chain(&e)
+                        );
+                    }
                     wait
                 }
             };

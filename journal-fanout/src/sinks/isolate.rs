@@ -7,6 +7,7 @@ use std::future::Future;
 use std::ops::Range;
 
 use anyhow::Result;
+use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::http::Answer;
 use std::sync::Arc;
@@ -15,22 +16,30 @@ use super::{Outcome, Record, Rejected};
 
 /// One event rendered for a destination.
 pub struct Item {
-    /// Requests only mix items with equal keys (Loggly: the tag set).
-    pub key: String,
+    /// Requests only mix items with equal keys (Loggly: the tag set). Shared: a batch has
+    /// few keys and many items.
+    pub key: Arc<str>,
     /// The rendered event; its length counts toward the request limit.
     pub body: String,
 }
 
+/// Keys whose requests are in flight at once. One key's requests go one after the other, so
+/// its events keep their order; different keys (Loggly: one tag set per container) do not
+/// wait for each other, or a host with hundreds of containers would pay a round trip per
+/// container per batch, in turn.
+pub const CONCURRENT_KEYS: usize = 8;
+
 /// A destination's request format and service call.
-pub trait Requests: Send {
+pub trait Requests: Send + Sync {
     /// Largest request body, bytes.
     fn max_request_bytes(&self) -> usize;
     /// Bytes a request adds per item (separators) and once (envelope).
     fn framing(&self) -> (usize, usize);
     /// Renders one record, within the per-event limit.
-    fn render(&self, record: &Record) -> Item;
+    fn render(&mut self, record: &Record) -> Item;
     /// Sends items that share one key as one request (transient failures retried inside).
-    fn send(&mut self, key: &str, items: &[&Item]) -> impl Future<Output = Result<Answer>> + Send;
+    /// Called for up to [`CONCURRENT_KEYS`] keys at once.
+    fn send(&self, key: &str, items: &[&Item]) -> impl Future<Output = Result<Answer>> + Send;
 }
 
 /// Delivers `batch`; returns when every record is accepted or refused (see the sink contract).
@@ -42,11 +51,29 @@ pub async fn deliver<R: Requests>(r: &mut R, batch: &[Arc<Record>]) -> Result<Ou
 }
 
 /// Sends all items, bisecting refused requests; returns (index, reason) of refused items.
-async fn send_isolating<R: Requests>(r: &mut R, items: &[Item]) -> Result<Vec<(usize, String)>> {
+async fn send_isolating<R: Requests>(r: &R, items: &[Item]) -> Result<Vec<(usize, String)>> {
     // Stable order by key keeps journal order within each request.
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| items[a].key.cmp(&items[b].key));
-    let mut pending = chunks(r, items, &order);
+    let per_key = by_key(chunks(r, items, &order), items, &order);
+    let order = &order;
+    let refused: Vec<Vec<(usize, String)>> = stream::iter(per_key)
+        .map(|ranges| send_key(r, items, order, ranges))
+        .buffer_unordered(CONCURRENT_KEYS)
+        .try_collect()
+        .await?;
+    let mut refused: Vec<(usize, String)> = refused.into_iter().flatten().collect();
+    refused.sort();
+    Ok(refused)
+}
+
+/// Sends one key's requests in order, bisecting refused ones.
+async fn send_key<R: Requests>(
+    r: &R,
+    items: &[Item],
+    order: &[usize],
+    mut pending: Vec<Range<usize>>,
+) -> Result<Vec<(usize, String)>> {
     pending.reverse();
     let mut refused = Vec::new();
     while let Some(range) = pending.pop() {
@@ -61,8 +88,22 @@ async fn send_isolating<R: Requests>(r: &mut R, items: &[Item]) -> Result<Vec<(u
             }
         }
     }
-    refused.sort();
     Ok(refused)
+}
+
+/// Groups consecutive request ranges of one key (the ranges come sorted by key).
+fn by_key(ranges: Vec<Range<usize>>, items: &[Item], order: &[usize]) -> Vec<Vec<Range<usize>>> {
+    let mut out: Vec<Vec<Range<usize>>> = Vec::new();
+    let mut last: Option<&str> = None;
+    for range in ranges {
+        let key = &*items[order[range.start]].key;
+        match out.last_mut() {
+            Some(runs) if last == Some(key) => runs.push(range),
+            _ => out.push(vec![range]),
+        }
+        last = Some(key);
+    }
+    out
 }
 
 /// Splits `order` into runs of one key within the request size limit.

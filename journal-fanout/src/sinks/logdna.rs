@@ -151,6 +151,7 @@ impl Logdna {
                 },
                 url: format!("{}/logs/ingest", base.as_str().trim_end_matches('/')),
                 hostname: hostname.to_string(),
+                no_key: "".into(),
             }),
             Transport::Syslog { ref host, port } => Inner::Syslog {
                 conn: Box::new(SyslogTls::new("logdna", host, port, tls, metrics)?),
@@ -193,6 +194,8 @@ struct Ingest {
     target: Target,
     url: String,
     hostname: String,
+    /// Every line shares one request key (the ingest API has no per-request tags).
+    no_key: std::sync::Arc<str>,
 }
 
 /// One entry of `lines`, serialized straight from the record (no `Value` tree on the common
@@ -270,14 +273,14 @@ impl Requests for Ingest {
         (1, ENVELOPE) // ',' between lines
     }
 
-    fn render(&self, record: &Record) -> Item {
+    fn render(&mut self, record: &Record) -> Item {
         Item {
-            key: String::new(),
+            key: self.no_key.clone(),
             body: render_line(record),
         }
     }
 
-    async fn send(&mut self, _key: &str, items: &[&Item]) -> Result<Answer> {
+    async fn send(&self, _key: &str, items: &[&Item]) -> Result<Answer> {
         let mut body =
             String::with_capacity(ENVELOPE + items.iter().map(|i| i.body.len() + 1).sum::<usize>());
         body.push_str("{\"lines\":[");

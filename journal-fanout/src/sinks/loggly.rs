@@ -245,23 +245,22 @@ struct Bulk {
     tags: Vec<String>,
     /// Tag keys by group and stream: a batch has few of them, and building one is several
     /// allocations (bounded: cleared past `KEYS_KEPT`).
-    keys: std::cell::RefCell<HashMap<String, HashMap<String, String>>>,
+    keys: HashMap<String, HashMap<String, Arc<str>>>,
 }
 
 /// Most groups whose tag keys [`Bulk`] keeps.
 const KEYS_KEPT: usize = 1024;
 
 impl Bulk {
-    fn key(&self, r: &Record) -> String {
-        let mut keys = self.keys.borrow_mut();
-        if let Some(k) = keys.get(&r.group).and_then(|s| s.get(&r.stream)) {
+    fn key(&mut self, r: &Record) -> Arc<str> {
+        if let Some(k) = self.keys.get(&r.group).and_then(|s| s.get(&r.stream)) {
             return k.clone();
         }
-        if keys.len() >= KEYS_KEPT {
-            keys.clear();
+        if self.keys.len() >= KEYS_KEPT {
+            self.keys.clear();
         }
-        let k = event_tags(r, &self.tags).join(",");
-        let streams = keys.entry(r.group.clone()).or_default();
+        let k: Arc<str> = event_tags(r, &self.tags).join(",").into();
+        let streams = self.keys.entry(r.group.clone()).or_default();
         if streams.len() >= KEYS_KEPT {
             streams.clear();
         }
@@ -279,14 +278,14 @@ impl Requests for Bulk {
         (1, 0) // '\n' between events
     }
 
-    fn render(&self, record: &Record) -> Item {
+    fn render(&mut self, record: &Record) -> Item {
         Item {
             key: self.key(record),
             body: super::truncate::event_json(&record.event, MAX_EVENT_BYTES),
         }
     }
 
-    async fn send(&mut self, key: &str, items: &[&Item]) -> Result<Answer> {
+    async fn send(&self, key: &str, items: &[&Item]) -> Result<Answer> {
         let url = if key.is_empty() {
             format!("{}/bulk/{}/", self.base, self.target.token.expose())
         } else {

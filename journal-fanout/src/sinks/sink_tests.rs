@@ -15,6 +15,7 @@ use ecs_event::{Event, Level};
 use receivers::{until, Api, Receiver, TestCa};
 use serde_json::json;
 
+use super::isolate::CONCURRENT_KEYS;
 use super::logdna::{Logdna, LogdnaConfig};
 use super::loggly::{Loggly, LogglyConfig};
 use super::tls::TlsOptions;
@@ -209,20 +210,115 @@ async fn loggly_bulk_20000_events_arrive_as_the_api_expects() {
     // Tags of group "svc/api" are made valid, "_internal" loses its leading underscore.
     assert!(events.iter().any(|e| e.tags[0] == "svc_api"));
     assert!(events.iter().any(|e| e.tags[0] == "internal"));
-    assert_one_connection(&rx);
+    // Tag sets go in parallel: at most one kept connection per request in flight.
+    assert_connections_kept(&rx, CONCURRENT_KEYS);
     logs.assert_clean(&tok);
 }
 
 /// Every request went over one kept-alive connection: an answer dropped unread closes it, and
 /// each request then pays a new TCP (and, against the real service, TLS) handshake.
 fn assert_one_connection(rx: &Receiver) {
+    assert_connections_kept(rx, 1);
+}
+
+/// Requests went over at most `most` kept-alive connections (one per request in flight).
+fn assert_connections_kept(rx: &Receiver, most: usize) {
     let st = rx.state();
-    assert!(st.requests > 1, "only {} requests", st.requests);
-    assert_eq!(
-        st.connections, 1,
-        "{} requests took {} connections: the client does not keep its connection",
-        st.requests, st.connections
+    assert!(st.requests > most, "only {} requests", st.requests);
+    assert!(
+        st.connections <= most,
+        "{} requests took {} connections (at most {most} in flight): the client does not keep its connections",
+        st.requests,
+        st.connections
     );
+}
+
+/// A host runs hundreds of containers, and Loggly's bulk tags hold per request, so a batch
+/// is one request per container. Those go several at a time (each tag set's in order), not
+/// one round trip after the other; an outage meanwhile is reported once per retry, not once
+/// per request in flight; nothing is lost or doubled.
+#[tokio::test]
+async fn loggly_tag_sets_go_in_parallel_each_in_order() {
+    let (logs, _g) = Logs::capture();
+    let tok = token("lg");
+    let rx = Receiver::start(Api::LogglyBulk { token: tok.clone() });
+    // A distant service: every answer takes 50 ms.
+    rx.set(|b| b.delay = Some(Duration::from_millis(50)));
+    let mut sink = loggly(
+        &[("LOGGLY_TOKEN", tok.clone()), ("LOGGLY_URL", rx.url())],
+        &TlsOptions::default(),
+    );
+    // 40 containers (tag sets), 1,000 events in one batch.
+    let recs: Vec<Arc<Record>> = plain_records(1_000)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.group = "svc".into();
+            r.stream = format!("task-{}", i % 40);
+            Arc::new(r)
+        })
+        .collect();
+    assert!(sink
+        .deliver(recs.clone())
+        .await
+        .unwrap()
+        .rejected
+        .is_empty());
+    {
+        let st = rx.state();
+        assert_eq!(st.requests, 40, "one request per tag set");
+        assert!(
+            st.max_in_flight > 1 && st.max_in_flight <= CONCURRENT_KEYS,
+            "{} requests in flight at most (expected 2..={CONCURRENT_KEYS})",
+            st.max_in_flight
+        );
+    }
+    assert_connections_kept(&rx, CONCURRENT_KEYS);
+
+    // The same again through an outage: every request in flight is refused for a while.
+    rx.set(|b| b.fail_with = Some(503));
+    let again = async {
+        let mut later = recs.clone();
+        for (i, r) in later.iter_mut().enumerate() {
+            let r = Arc::make_mut(r);
+            r.event.message = format!("n={:06}{}", 1_000 + i, &r.event.message[8..]);
+        }
+        sink.deliver(later).await.unwrap()
+    };
+    let heal = async {
+        until(WAIT, "the requests in flight refused three times", || {
+            (rx.state().failed >= 3 * CONCURRENT_KEYS).then_some(())
+        })
+        .await;
+        rx.set(|b| b.fail_with = None);
+    };
+    let (out, ()) = tokio::join!(again, heal);
+    assert!(out.rejected.is_empty());
+    rx.assert_no_violations();
+    // Each tag set's events arrive in journal order; every event exactly once.
+    let events = rx.events();
+    let mut last: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &events {
+        let n = marker(&e.message()).unwrap();
+        let stream = e.tags[1].clone();
+        if let Some(&before) = last.get(&stream) {
+            assert!(n > before, "{stream}: event {n} arrived after {before}");
+        }
+        last.insert(stream, n);
+    }
+    assert_eq!(events.len(), 2_000);
+    let text = logs.text();
+    let warnings = text.matches("retrying in").count();
+    let failed = rx.state().failed;
+    assert!(
+        warnings >= 1 && warnings * 4 <= failed,
+        "{warnings} retry warnings for {failed} refused requests: concurrent requests each warned"
+    );
+    assert!(
+        text.contains("accepts again"),
+        "recovery not logged:\n{text}"
+    );
+    logs.assert_clean(&tok);
 }
 
 #[tokio::test]

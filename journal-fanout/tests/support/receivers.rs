@@ -81,6 +81,9 @@ pub struct Behaviour {
     /// Syslog: close each connection after this many lines (the rest of what was sent is lost
     /// from the receiver's view, as with a real server restart).
     pub accept_and_drop: bool,
+    /// HTTP: wait this long before answering each request, as a distant service does (the
+    /// requests of other connections are served meanwhile).
+    pub delay: Option<std::time::Duration>,
 }
 
 /// What a receiver saw.
@@ -93,6 +96,9 @@ pub struct State {
     pub requests: usize,
     /// TCP connections accepted (HTTP clients should keep one alive between requests).
     pub connections: usize,
+    /// HTTP requests being answered right now, and the most at any one time.
+    pub in_flight: usize,
+    pub max_in_flight: usize,
     /// Requests answered with `fail_with`.
     pub failed: usize,
     /// Requests answered 400 because of the poison.
@@ -313,7 +319,20 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: &Share
             shared.state.lock().unwrap().dropped += 1;
             return;
         }
-        let resp = handle(&shared.api, &req, &mut shared.state.lock().unwrap());
+        let delay = {
+            let mut st = shared.state.lock().unwrap();
+            st.in_flight += 1;
+            st.max_in_flight = st.max_in_flight.max(st.in_flight);
+            st.behaviour.delay
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let resp = {
+            let mut st = shared.state.lock().unwrap();
+            st.in_flight -= 1;
+            handle(&shared.api, &req, &mut st)
+        };
         let reason = match resp.status {
             200 => "OK",
             400 => "Bad Request",
