@@ -177,6 +177,7 @@ impl Loggly {
                 base: base.as_str().trim_end_matches('/').to_string(),
                 tags: config.tags.clone(),
                 keys: Default::default(),
+                urls: Default::default(),
             }),
             Transport::Syslog { ref host, port } => Inner::Syslog {
                 conn: Box::new(SyslogTls::new("loggly", host, port, tls, metrics)?),
@@ -246,6 +247,9 @@ struct Bulk {
     /// Tag keys by group and stream: a batch has few of them, and building one is several
     /// allocations (bounded: cleared past `KEYS_KEPT`).
     keys: HashMap<String, HashMap<String, Arc<str>>>,
+    /// The request URL of each key, parsed when the key is made: parsing it per request (host
+    /// and IDNA checks included) was about a tenth of a request's CPU.
+    urls: HashMap<Arc<str>, Url>,
 }
 
 /// Most groups whose tag keys [`Bulk`] keeps.
@@ -256,16 +260,34 @@ impl Bulk {
         if let Some(k) = self.keys.get(&r.group).and_then(|s| s.get(&r.stream)) {
             return k.clone();
         }
-        if self.keys.len() >= KEYS_KEPT {
+        if self.keys.len() >= KEYS_KEPT || self.urls.len() >= KEYS_KEPT * 4 {
             self.keys.clear();
+            self.urls.clear();
         }
         let k: Arc<str> = event_tags(r, &self.tags).join(",").into();
+        if let Ok(url) = Url::parse(&self.url(&k)) {
+            self.urls.insert(k.clone(), url);
+        }
         let streams = self.keys.entry(r.group.clone()).or_default();
         if streams.len() >= KEYS_KEPT {
             streams.clear();
         }
         streams.insert(r.stream.clone(), k.clone());
         k
+    }
+}
+
+impl Bulk {
+    fn url(&self, key: &str) -> String {
+        if key.is_empty() {
+            format!("{}/bulk/{}/", self.base, self.target.token.expose())
+        } else {
+            format!(
+                "{}/bulk/{}/tag/{key}/",
+                self.base,
+                self.target.token.expose()
+            )
+        }
     }
 }
 
@@ -286,14 +308,11 @@ impl Requests for Bulk {
     }
 
     async fn send(&self, key: &str, items: &[&Item]) -> Result<Answer> {
-        let url = if key.is_empty() {
-            format!("{}/bulk/{}/", self.base, self.target.token.expose())
-        } else {
-            format!(
-                "{}/bulk/{}/tag/{key}/",
-                self.base,
-                self.target.token.expose()
-            )
+        // Made by `key` unless the cache was cleared since; a key is valid URL text.
+        let url = match self.urls.get(key) {
+            Some(u) => u.clone(),
+            None => Url::parse(&self.url(key))
+                .with_context(|| format!("tags {key:?} do not make a valid Loggly URL"))?,
         };
         let mut body = String::with_capacity(items.iter().map(|i| i.body.len() + 1).sum());
         for (n, item) in items.iter().enumerate() {
@@ -305,7 +324,7 @@ impl Requests for Bulk {
         let body = bytes::Bytes::from(body);
         self.http
             .send(&self.target, |c| {
-                c.post(&url)
+                c.post(url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "text/plain")
                     .body(body.clone())
             })
