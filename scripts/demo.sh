@@ -167,7 +167,7 @@ if [ -n "${LOGSUITE_BIN:-}" ]; then
   step "binaries: using the ones in LOGSUITE_BIN=$LOGSUITE_BIN (no build)"
   BIN=$LOGSUITE_BIN
 else
-  # The debug build: ~3 min from a fresh clone on 2 cores, against ~8 for --release, and
+  # The debug build: ~3 min from a fresh clone on 2 cores, against ~14 for --release, and
   # plenty fast for a demo; the same command as ./scripts/test.sh, so each reuses the other's.
   step "binaries: cargo build --workspace --bins (fresh clone: ~3 min on 2 cores; later runs reuse target/debug)"
   "$CARGO" build --workspace --bins || fail "the build failed (cargo's messages are above)"
