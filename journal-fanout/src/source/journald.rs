@@ -192,9 +192,9 @@ impl JournaldSource {
             ..JournalEntry::default()
         };
         let direct = match &mut self.fields {
-            Some(reader) => self.journal.cursor().ok().and_then(|cursor| {
+            Some(reader) => Cursor::of(&self.journal).and_then(|cursor| {
                 let (wanted, spare) = (&self.wanted, &mut self.spare);
-                reader.read(&cursor, |name, value| {
+                reader.read(cursor.as_str()?, |name, value| {
                     take_field(wanted, spare, &mut e, name, value)
                 })
             }),
@@ -290,6 +290,36 @@ impl JournaldSource {
         let (file, libsystemd) = std::mem::take(&mut self.read_by);
         reads.file.fetch_add(file, Ordering::Relaxed);
         reads.libsystemd.fetch_add(libsystemd, Ordering::Relaxed);
+    }
+}
+
+/// The cursor of the entry the journal stands on, as libsystemd wrote it (freed on drop).
+/// Read once per entry to identify it for the file reader: the systemd crate's `cursor()`
+/// copies it into a `String` through a lossy UTF-8 conversion, a few percent of the reader
+/// thread (perf).
+struct Cursor(*mut std::ffi::c_char);
+
+impl Cursor {
+    fn of(journal: &Journal) -> Option<Cursor> {
+        use foreign_types::ForeignType;
+        let mut c: *const std::ffi::c_char = std::ptr::null();
+        // SAFETY: `journal` is a live sd_journal; on success libsystemd stores a string it
+        // allocated with malloc, which `Drop` frees.
+        let r = unsafe { libsystemd_sys::journal::sd_journal_get_cursor(journal.as_ptr(), &mut c) };
+        (r >= 0 && !c.is_null()).then_some(Cursor(c as *mut _))
+    }
+
+    /// `None` if it is not UTF-8 (libsystemd writes hex digits and `;=`).
+    fn as_str(&self) -> Option<&str> {
+        // SAFETY: a NUL-terminated string owned by `self` until drop.
+        unsafe { std::ffi::CStr::from_ptr(self.0) }.to_str().ok()
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        // SAFETY: allocated by libsystemd with malloc, freed once.
+        unsafe { libc::free(self.0.cast()) }
     }
 }
 
