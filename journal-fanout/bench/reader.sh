@@ -9,7 +9,7 @@
 #       the two field readers: JOURNAL_FANOUT_READ_FIELDS=file (the default: fields read
 #       straight from the journal files) against =libsystemd (sd_journal_enumerate_data)
 #   OLD_BIN=/tmp/journal-fanout-09a6141 journal-fanout/bench/reader.sh
-#       this build against another one (both at their defaults)
+#       this build against another one (both at their defaults); BIN= picks the new side
 #   DSTS="stdout loggly" RUNS=7 N=100000 journal-fanout/bench/reader.sh
 #   TASKS=200 RX_DELAY_MS=20 DSTS=loggly OLD_BIN=... journal-fanout/bench/reader.sh
 #       many streams (TASKS tasks, default 10) and receivers that answer each request
@@ -26,7 +26,7 @@ TASKS=${TASKS:-10}
 RX_DELAY_MS=${RX_DELAY_MS:-0}
 DSTS=${DSTS:-"stdout loggly logdna stdout,loggly,logdna"}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=$ROOT/target/release/journal-fanout
+BIN=${BIN:-$ROOT/target/release/journal-fanout}
 RX=$ROOT/target/release/examples/bench_receiver
 OLD_BIN=${OLD_BIN:-}
 NS=jfreader$$

@@ -275,9 +275,7 @@ impl Bulk {
         streams.insert(r.stream.clone(), k.clone());
         k
     }
-}
 
-impl Bulk {
     fn url(&self, key: &str) -> String {
         if key.is_empty() {
             format!("{}/bulk/{}/", self.base, self.target.token.expose())
