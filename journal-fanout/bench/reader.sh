@@ -127,4 +127,15 @@ for l in open(sys.argv[1]):
 for (dst, side), v in d.items():
     m = lambda i: st.median(x[i] for x in v)
     print(f"| {dst} | {side} | {m(0):.2f} | {m(2):.3f} | {m(3):.3f} | {m(1)/1024:.1f} | {m(4):.2f} |")
+# Each round runs both sides back to back, so a neighbour's load hits a pair alike: the median
+# of the per-round differences is steadier than the difference of the medians.
+sides = list(dict.fromkeys(side for _, side in d))
+if len(sides) == 2:
+    a, b = sides
+    print()
+    print(f"| --dst | CPU s, {a} minus {b}: median of the per-round differences | rounds {a} cheaper |")
+    print("|---|---:|---:|")
+    for dst in dict.fromkeys(dst for dst, _ in d):
+        diffs = [x[0] - y[0] for x, y in zip(d[(dst, a)], d[(dst, b)])]
+        print(f"| {dst} | {st.median(diffs):+.3f} | {sum(x < 0 for x in diffs)} of {len(diffs)} |")
 PY
