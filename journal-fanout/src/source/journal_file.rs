@@ -119,7 +119,7 @@ impl FieldReader {
     /// The cursor is the one exact identity of an entry libsystemd gives (systemd 252 has no
     /// `sd_journal_get_seqnum`); timestamps are not one, since journald stamps every message
     /// of one event-loop pass alike.
-    pub fn read(&mut self, cursor: &str, mut field: impl FnMut(&[u8], &[u8])) -> Option<u64> {
+    pub fn read(&mut self, cursor: &[u8], mut field: impl FnMut(&[u8], &[u8])) -> Option<u64> {
         let found = parse_cursor(cursor).and_then(|id| self.find(&id));
         let (f, entry) = found?;
         let file = &self.files[f];
@@ -225,8 +225,7 @@ struct EntryId<'a> {
 /// `s=`, `i=` and `x=` of a cursor, which libsystemd writes as
 /// `s=<32 hex>;i=<hex>;b=<32 hex>;m=<hex>;t=<hex>;x=<hex>` (done by hand: this runs for every
 /// entry read).
-fn parse_cursor(cursor: &str) -> Option<EntryId<'_>> {
-    let b = cursor.as_bytes();
+fn parse_cursor(b: &[u8]) -> Option<EntryId<'_>> {
     let seqnum_id = b.strip_prefix(b"s=")?.get(..32)?;
     let rest = b.get(35..)?.strip_prefix(b"i=")?;
     let seqnum = hex_u64(&rest[..memchr::memchr(b';', rest)?])?;
@@ -469,15 +468,15 @@ mod tests {
     fn reads_cursor() {
         let c = "s=2f3b3162d21f43878579d39d36709c95;i=186a3;b=2ba487c64855429e88e8dcc0f4d437b0;\
                  m=5fe0c6bd8;t=661cad565d55b;x=9a0b1c2d3e4f5061";
-        let id = parse_cursor(c).unwrap();
+        let id = parse_cursor(c.as_bytes()).unwrap();
         assert_eq!(id.seqnum, 0x186a3);
         assert_eq!(id.xor_hash, 0x9a0b1c2d3e4f5061);
         assert_eq!(id.seqnum_id, b"2f3b3162d21f43878579d39d36709c95");
-        assert_eq!(parse_cursor("s=zz;i=1;x=2"), None);
+        assert_eq!(parse_cursor(b"s=zz;i=1;x=2"), None);
         let bad_hex = "s=2f3b3162d21f43878579d39d36709c95;i=1g;x=2";
-        assert_eq!(parse_cursor(bad_hex), None);
-        assert_eq!(parse_cursor("i=1;x=2"), None);
+        assert_eq!(parse_cursor(bad_hex.as_bytes()), None);
+        assert_eq!(parse_cursor(b"i=1;x=2"), None);
         let no_x = "s=2f3b3162d21f43878579d39d36709c95;i=1;b=2;m=3;t=4";
-        assert_eq!(parse_cursor(no_x), None);
+        assert_eq!(parse_cursor(no_x.as_bytes()), None);
     }
 }

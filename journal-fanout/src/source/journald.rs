@@ -63,10 +63,8 @@ impl JournaldSource {
         let journal = open(location)?;
         let mut src = JournaldSource {
             journal,
-            // The value was checked at start (`Config::from_args`).
-            fields: crate::config::read_fields_from_files()
-                .unwrap_or(true)
-                .then(|| FieldReader::new(location)),
+            // Checked at start too (`Config::from_args`), so this does not fail later.
+            fields: crate::config::read_fields_from_files()?.then(|| FieldReader::new(location)),
             reads: None,
             read_by: (0, 0),
             location: location.clone(),
@@ -194,7 +192,7 @@ impl JournaldSource {
         let direct = match &mut self.fields {
             Some(reader) => Cursor::of(&self.journal).and_then(|cursor| {
                 let (wanted, spare) = (&self.wanted, &mut self.spare);
-                reader.read(cursor.as_str()?, |name, value| {
+                reader.read(cursor.as_bytes(), |name, value| {
                     take_field(wanted, spare, &mut e, name, value)
                 })
             }),
@@ -309,10 +307,11 @@ impl Cursor {
         (r >= 0 && !c.is_null()).then_some(Cursor(c as *mut _))
     }
 
-    /// `None` if it is not UTF-8 (libsystemd writes hex digits and `;=`).
-    fn as_str(&self) -> Option<&str> {
+    /// Its bytes (hex digits and `s=…;i=…`: the file reader parses them as they are, without
+    /// a UTF-8 check per entry).
+    fn as_bytes(&self) -> &[u8] {
         // SAFETY: a NUL-terminated string owned by `self` until drop.
-        unsafe { std::ffi::CStr::from_ptr(self.0) }.to_str().ok()
+        unsafe { std::ffi::CStr::from_ptr(self.0) }.to_bytes()
     }
 }
 
