@@ -55,7 +55,7 @@ async fn send_isolating<R: Requests>(r: &R, items: &[Item]) -> Result<Vec<(usize
     // Stable order by key keeps journal order within each request.
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| items[a].key.cmp(&items[b].key));
-    let per_key = by_key(chunks(r, items, &order), items, &order);
+    let per_key = chunks(r, items, &order);
     let order = &order;
     let refused: Vec<Vec<(usize, String)>> = stream::iter(per_key)
         .map(|ranges| send_key(r, items, order, ranges))
@@ -91,40 +91,35 @@ async fn send_key<R: Requests>(
     Ok(refused)
 }
 
-/// Groups consecutive request ranges of one key (the ranges come sorted by key).
-fn by_key(ranges: Vec<Range<usize>>, items: &[Item], order: &[usize]) -> Vec<Vec<Range<usize>>> {
-    let mut out: Vec<Vec<Range<usize>>> = Vec::new();
-    let mut last: Option<&str> = None;
-    for range in ranges {
-        let key = &*items[order[range.start]].key;
-        match out.last_mut() {
-            Some(runs) if last == Some(key) => runs.push(range),
-            _ => out.push(vec![range]),
-        }
-        last = Some(key);
-    }
-    out
-}
-
-/// Splits `order` into runs of one key within the request size limit.
-fn chunks<R: Requests>(r: &R, items: &[Item], order: &[usize]) -> Vec<Range<usize>> {
+/// Splits `order` into requests: per key (the keys come sorted), that key's ranges in order,
+/// each within the request size limit.
+fn chunks<R: Requests>(r: &R, items: &[Item], order: &[usize]) -> Vec<Vec<Range<usize>>> {
     let (per_item, envelope) = r.framing();
     let max = r.max_request_bytes();
     let mut out = Vec::new();
+    let mut key_ranges = Vec::new();
     let mut start = 0;
     let mut size = envelope;
     for (pos, &i) in order.iter().enumerate() {
         let len = items[i].body.len() + per_item;
-        let new_key = pos > start && items[i].key != items[order[start]].key;
-        if pos > start && (new_key || size + len > max) {
-            out.push(start..pos);
-            start = pos;
-            size = envelope;
+        if pos > start {
+            let key_changes = items[i].key != items[order[start]].key;
+            if key_changes || size + len > max {
+                key_ranges.push(start..pos);
+                if key_changes {
+                    out.push(std::mem::take(&mut key_ranges));
+                }
+                start = pos;
+                size = envelope;
+            }
         }
         size += len;
     }
     if start < order.len() {
-        out.push(start..order.len());
+        key_ranges.push(start..order.len());
+    }
+    if !key_ranges.is_empty() {
+        out.push(key_ranges);
     }
     out
 }
