@@ -31,23 +31,18 @@ RX=$ROOT/target/release/examples/bench_receiver
 OLD_BIN=${OLD_BIN:-}
 NS=jfreader$$
 WORK=$(mktemp -d /tmp/jf-reader-bench.XXXXXX)
-JPID=
+# shellcheck source=journal-fanout/bench/journald.sh
+. "$ROOT/journal-fanout/bench/journald.sh"
 cleanup() {
-    [ -n "$JPID" ] && kill "$JPID" 2>/dev/null || true
-    rm -f "/etc/systemd/journald@$NS.conf"
-    rm -rf "/run/log/journal/$(cat /etc/machine-id).$NS" "/run/systemd/journal.$NS" "$WORK"
+    remove_namespace "$NS"
+    rm -rf "$WORK"
 }
 trap cleanup EXIT
 [ -x /usr/bin/time ] || { echo "install GNU time: apt-get install -y time" >&2; exit 1; }
 [ -x "$BIN" ] && [ -x "$RX" ] || (cd "$ROOT" && cargo build --release -p journal-fanout --examples)
 
 # The journal: N container lines (four services, ten tasks), written once.
-printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nRuntimeMaxUse=4G\nRuntimeMaxFileSize=512M\n' \
-    >"/etc/systemd/journald@$NS.conf"
-/lib/systemd/systemd-journald "$NS" >/dev/null 2>&1 &
-JPID=$!
-SOCK=/run/systemd/journal.$NS/socket
-for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+start_namespace "$NS"
 python3 - "$SOCK" "$N" "$TASKS" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -30,24 +30,19 @@ TIME=/usr/bin/time
 NS=bench$$
 WORK=$(mktemp -d)
 MOTO_PID=""
-JD_PID=""
+# shellcheck source=journal-fanout/bench/journald.sh
+. "$ROOT/journal-fanout/bench/journald.sh"
 cleanup() {
   [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null || true
-  [ -n "$JD_PID" ] && kill "$JD_PID" 2>/dev/null || true
-  rm -f "/etc/systemd/journald@$NS.conf"
-  rm -rf "/run/log/journal/$(cat /etc/machine-id).$NS" "/run/systemd/journal.$NS" "$WORK"
+  remove_namespace "$NS"
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- the journal: N container lines, 3 groups x 10 streams, ~120-byte messages ------------
-printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nRuntimeMaxUse=4G\nRuntimeMaxFileSize=512M\n' \
-  > "/etc/systemd/journald@$NS.conf"
-/lib/systemd/systemd-journald "$NS" >/dev/null 2>&1 &
-JD_PID=$!
-SOCK=/run/systemd/journal.$NS/socket
-for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+start_namespace "$NS"
 python3 - "$SOCK" "$N" <<'EOF'
 import socket, sys
 sock, n = sys.argv[1], int(sys.argv[2])

@@ -28,11 +28,12 @@ VENV=${VENV:-/opt/logsuite-venv}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/jf-sinks-bench.XXXXXX)
 PIDS=()
+# shellcheck source=journal-fanout/bench/journald.sh
+. "$ROOT/journal-fanout/bench/journald.sh"
 cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
     if [ "$SRC" = journald ]; then
-        rm -f "/etc/systemd/journald@$NS.conf"
-        rm -rf "/run/log/journal/$(cat /etc/machine-id).$NS" "/run/systemd/journal.$NS"
+        remove_namespace "$NS"
     fi
     rm -rf "$WORK"
 }
@@ -64,12 +65,7 @@ EOF
 
 if [ "$SRC" = journald ]; then
     # The same events as journal entries in a private namespace (volatile, no rate limit).
-    printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nRuntimeMaxUse=4G\nRuntimeMaxFileSize=512M\n' \
-        >"/etc/systemd/journald@$NS.conf"
-    /lib/systemd/systemd-journald "$NS" >/dev/null 2>&1 &
-    PIDS+=($!)
-    SOCK=/run/systemd/journal.$NS/socket
-    for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+    start_namespace "$NS"
     python3 - "$SOCK" "$WORK/events.jsonl" <<'EOF'
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
