@@ -155,8 +155,13 @@ pub struct WriterState {
     /// Bytes of encoded entries handed to the writer and not yet written: the outage
     /// buffer's fill (`--journal-buffer` bounds it).
     pub held_bytes: AtomicU64,
-    /// Signalled each time the writer finishes a batch (room in the buffer).
+    /// Signalled when the buffer has drained to what a waiting producer asked for.
     room: (std::sync::Mutex<()>, std::sync::Condvar),
+    /// One more than the fill a waiting producer waits for; 0 while nobody waits. The
+    /// writer wakes it only then, not per written batch: a producer woken per batch refills
+    /// one batch, sleeps again, and the two threads trade a context switch per batch
+    /// (measured: the hand-off's switches, `log-proxy/bench/switches.sh`).
+    wake_below: AtomicU64,
 }
 
 impl WriterState {
@@ -180,22 +185,33 @@ impl WriterState {
         }
     }
 
-    /// Give back what a batch reserved, and wake a producer waiting for room.
+    /// Give back what a batch reserved, and wake a producer waiting for room once the
+    /// buffer has drained to its low-water mark.
     pub fn release(&self, bytes: u64) {
-        self.held_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        // Taking the lock orders this wake-up after a waiter's check (no lost wake-up).
-        let _guard = self.room.0.lock().unwrap();
-        self.room.1.notify_all();
+        let held = self.held_bytes.fetch_sub(bytes, Ordering::SeqCst) - bytes;
+        // SeqCst pairs with `wait_for_room`: either it sees this release's fill, or this
+        // sees its mark and wakes it under the lock (no lost wake-up).
+        if held < self.wake_below.load(Ordering::SeqCst) {
+            let _guard = self.room.0.lock().unwrap();
+            self.room.1.notify_all();
+        }
     }
 
-    /// Wait up to `timeout` for room for `bytes` in a buffer of `limit`.
+    /// Wait up to `timeout` for room for `bytes` in a buffer of `limit`: until the buffer
+    /// has drained to half of `limit` (or to empty for a batch larger than that), so that
+    /// the producer refills in one go rather than a batch per wake-up.
     pub fn wait_for_room(&self, bytes: u64, limit: u64, timeout: Duration) {
+        let low_water = (limit / 2).min(limit.saturating_sub(bytes));
         let guard = self.room.0.lock().unwrap();
-        let held = self.held_bytes.load(Ordering::Acquire);
-        if held == 0 || held + bytes <= limit {
+        self.wake_below.store(low_water + 1, Ordering::SeqCst);
+        let held = self.held_bytes.load(Ordering::SeqCst);
+        if held <= low_water {
+            self.wake_below.store(0, Ordering::SeqCst);
             return;
         }
-        let _ = self.room.1.wait_timeout(guard, timeout);
+        let guard = self.room.1.wait_timeout(guard, timeout).unwrap().0;
+        self.wake_below.store(0, Ordering::SeqCst);
+        drop(guard);
     }
 }
 
@@ -308,6 +324,42 @@ pub fn run_writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A producer waiting for room sleeps until the writer has drained the buffer to half,
+    /// not until the first written batch: it then refills in one go.
+    #[test]
+    fn a_waiting_producer_wakes_at_the_low_water_mark() {
+        let state = Arc::new(WriterState::default());
+        for _ in 0..10 {
+            assert!(state.admit(100, 1000));
+        }
+        assert!(!state.admit(100, 1000), "the buffer is full");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                state.wait_for_room(100, 1000, Duration::from_secs(60));
+                tx.send(()).unwrap();
+            })
+        };
+        // The waiter has set its mark once it is about to sleep.
+        while state.wake_below.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        for _ in 0..4 {
+            state.release(100);
+        }
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "woken with 600 of 1000 bytes still held"
+        );
+        state.release(100);
+        state.release(100);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("not woken at 400 of 1000 bytes held");
+        waiter.join().unwrap();
+        assert!(state.admit(100, 1000));
+    }
 
     #[test]
     fn unknown_container_fields_come_from_the_tag() {
