@@ -20,7 +20,19 @@ use crate::journal::WriterState;
 /// series count.
 pub const TOP_CONTAINERS: usize = 50;
 
-/// Counters owned by the processor (the intake and the writer keep their own).
+/// Add `n` to a per-line counter that only the processor thread writes: a plain load and
+/// store instead of a locked read-modify-write on the per-line path (a scrape reads it
+/// at most a few lines stale; nothing is lost, as no other thread writes it).
+#[inline]
+pub fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Counters owned by the processor (the intake and the writer keep their own). Only the
+/// processor thread writes the per-line ones ([`bump`]).
 #[derive(Default)]
 pub struct Counters {
     /// Container lines admitted by the rate limit and queued for journald (not notices).

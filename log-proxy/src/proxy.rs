@@ -298,7 +298,7 @@ impl Processor {
             extra.clear();
             let Some(msg) = syslog::parse(raw) else {
                 // Not syslog: the whole line, as text (no NULs, line end stripped).
-                self.counters.unparsable.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::bump(&self.counters.unparsable, 1);
                 let idx = self.container(RAW_KEY, RAW_KEY, now);
                 let text = as_text(raw);
                 self.line(idx, 5, &text, &[], now);
@@ -458,15 +458,11 @@ impl Processor {
                 out.extend_from_slice(extra);
             });
             self.owners.push((idx, Kind::Line));
-            self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .forwarded_bytes
-                .fetch_add(msg.len() as u64, Ordering::Relaxed);
+            crate::metrics::bump(&self.counters.forwarded, 1);
+            crate::metrics::bump(&self.counters.forwarded_bytes, msg.len() as u64);
         } else {
-            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .dropped_bytes
-                .fetch_add(msg.len() as u64, Ordering::Relaxed);
+            crate::metrics::bump(&self.counters.rate_limited, 1);
+            crate::metrics::bump(&self.counters.dropped_bytes, msg.len() as u64);
             let t = &mut self.rule_drops[c.rule_slot];
             t.1 += 1;
             t.2 += msg.len() as u64;
