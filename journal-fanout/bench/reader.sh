@@ -12,6 +12,7 @@
 #       this build against another one (both at their defaults); BIN= picks the new side
 #   DSTS="stdout loggly" RUNS=7 N=100000 journal-fanout/bench/reader.sh
 #   TASKS=200 RX_DELAY_MS=20 DSTS=loggly OLD_BIN=... journal-fanout/bench/reader.sh
+#   THREADS=1 ...: also each thread's CPU (ns) and context switches, per run
 #       many streams (TASKS tasks, default 10) and receivers that answer each request
 #       RX_DELAY_MS late, as a distant service does: the wall time is then the figure to read
 #
@@ -54,7 +55,7 @@ for i in range(int(sys.argv[2])):
 PY
 journalctl --namespace="$NS" --sync
 
-# One run: prints "cpu_s rss_kb journal_thread_s other_threads_s wall_s".
+# One run: prints "cpu_s rss_kb journal_thread_s other_threads_s wall_s switches".
 run() {
     local bin=$1 dst=$2; shift 2
     local w; w=$(mktemp -d "$WORK/run.XXXX")
@@ -84,12 +85,16 @@ run() {
     done
     local pid; pid=$(pgrep -P "$tpid")
     local threads
-    threads=$(for t in /proc/"$pid"/task/*; do echo "$(cat "$t/comm") $(cut -d' ' -f1 "$t/schedstat")"; done |
-        awk '$1=="journal"{j+=$2; next} {o+=$2} END {printf "%.3f %.3f", j/1e9, o/1e9}')
+    # Per thread: name, CPU ns, context switches (voluntary + not); THREADS=1 shows them.
+    threads=$(for t in /proc/"$pid"/task/*; do
+        echo "$(cat "$t/comm" | tr ' ' _) $(cut -d' ' -f1 "$t/schedstat") $(awk '/ctxt_switches/{s+=$2} END{print s}' "$t/status")"
+    done | tee >([ -n "${THREADS:-}" ] && sed "s/^/    $dst: /" >&2 || cat >/dev/null) | awk '{s+=$3} $1=="journal"{j+=$2; next} {o+=$2} END {printf "%.3f %.3f %d", j/1e9, o/1e9, s}')
     kill -TERM "$pid"
     wait "$tpid" || true
     for p in $(cat "$w/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-    awk -v t="$threads" '{printf "%.2f %d %s %.2f\n", $1+$2, $3, t, $4}' "$w/time"
+    local sw=${threads##* }
+    threads=${threads% *}
+    awk -v t="$threads" -v sw="$sw" '{printf "%.2f %d %s %.2f %d\n", $1+$2, $3, t, $4, sw}' "$w/time"
 }
 
 if [ -n "$OLD_BIN" ]; then
@@ -111,17 +116,17 @@ for r in $(seq "$RUNS"); do
     done
 done
 echo
-echo "| --dst | side | CPU s (median) | journal thread s | other threads s | peak RSS MB | wall s |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| --dst | side | CPU s (median) | journal thread s | other threads s | peak RSS MB | wall s | context switches |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 python3 - "$RESULTS" <<'PY'
 import sys, statistics as st, collections
 d = collections.defaultdict(list)
 for l in open(sys.argv[1]):
-    dst, side, cpu, rss, j, o, wall = l.split()
-    d[(dst, side)].append((float(cpu), int(rss), float(j), float(o), float(wall)))
+    dst, side, cpu, rss, j, o, wall, sw = l.split()
+    d[(dst, side)].append((float(cpu), int(rss), float(j), float(o), float(wall), int(sw)))
 for (dst, side), v in d.items():
     m = lambda i: st.median(x[i] for x in v)
-    print(f"| {dst} | {side} | {m(0):.2f} | {m(2):.3f} | {m(3):.3f} | {m(1)/1024:.1f} | {m(4):.2f} |")
+    print(f"| {dst} | {side} | {m(0):.2f} | {m(2):.3f} | {m(3):.3f} | {m(1)/1024:.1f} | {m(4):.2f} | {m(5):.0f} |")
 # Each round runs both sides back to back, so a neighbour's load hits a pair alike: the median
 # of the per-round differences is steadier than the difference of the medians.
 sides = list(dict.fromkeys(side for _, side in d))
