@@ -765,13 +765,14 @@ impl Processor {
             let end = (i + crate::journal::BATCH).min(entries.len());
             match j.send_many(&entries[i..end]) {
                 Ok(n) => i += n,
-                Err(journal_native::SendError::WouldBlock { .. })
-                    if Instant::now()
-                        < *deadline.get_or_insert_with(|| Instant::now() + DIRECT_WAIT) =>
-                {
+                Err(journal_native::SendError::WouldBlock { .. }) => {
+                    let until = *deadline.get_or_insert_with(|| Instant::now() + DIRECT_WAIT);
+                    if Instant::now() >= until {
+                        break; // still full: the writer's buffer takes the rest
+                    }
                     j.wait_for_room(Duration::from_millis(1));
                 }
-                // Gone, still full, or anything odd: the writer retries, flags and counts.
+                // Gone, or anything odd: the writer retries, flags and counts.
                 Err(_) => break,
             }
         }
