@@ -84,11 +84,14 @@ run() {
         sleep 0.02
     done
     local pid; pid=$(pgrep -P "$tpid")
-    local threads
     # Per thread: name, CPU ns, context switches (voluntary + not); THREADS=1 shows them.
-    threads=$(for t in /proc/"$pid"/task/*; do
-        echo "$(cat "$t/comm" | tr ' ' _) $(cut -d' ' -f1 "$t/schedstat") $(awk '/ctxt_switches/{s+=$2} END{print s}' "$t/status")"
-    done | tee >([ -n "${THREADS:-}" ] && sed "s/^/    $dst: /" >&2 || cat >/dev/null) | awk '{s+=$3} $1=="journal"{j+=$2; next} {o+=$2} END {printf "%.3f %.3f %d", j/1e9, o/1e9, s}')
+    local per_thread
+    per_thread=$(for t in /proc/"$pid"/task/*; do
+        echo "$(tr ' ' _ <"$t/comm") $(cut -d' ' -f1 "$t/schedstat") $(awk '/ctxt_switches/{s+=$2} END{print s}' "$t/status")"
+    done)
+    [ -z "${THREADS:-}" ] || sed "s/^/    $dst: /" <<<"$per_thread" >&2
+    local threads
+    threads=$(awk '{s+=$3} $1=="journal"{j+=$2; next} {o+=$2} END {printf "%.3f %.3f %d", j/1e9, o/1e9, s}' <<<"$per_thread")
     kill -TERM "$pid"
     wait "$tpid" || true
     for p in $(cat "$w/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
