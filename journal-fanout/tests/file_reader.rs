@@ -2,13 +2,16 @@
 //! (`source::journal_file`), and libsystemd only where that reader declines. What it ships must
 //! be exactly what reading every field through libsystemd ships
 //! (`JOURNAL_FANOUT_READ_FIELDS=libsystemd`): over rotated files, compressed fields, compact
-//! and regular file layouts, and files that grow and rotate while they are read.
+//! and regular file layouts, and files that grow and rotate while they are read. Entries are
+//! also read ahead of libsystemd (`FieldReader::read_next`), and the position saved must then
+//! be a cursor libsystemd itself writes for that entry; files of two journals whose entries
+//! interleave must still be read in libsystemd's order.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{metric, metrics, stdout_from_head, write_entries};
+use common::{metric, metrics, stdout_from_head, write_entries, Fanout};
 use testkit::{free_port, wait_until, Journald};
 
 const FIRST: usize = 1_500;
@@ -57,7 +60,7 @@ fn ship(
     env: &[(&str, String)],
     n: usize,
     more: impl FnOnce(),
-) -> (Vec<String>, String) {
+) -> (Vec<String>, String, String) {
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
     let metrics_address = format!("127.0.0.1:{port}");
@@ -82,7 +85,35 @@ fn ship(
         (read >= n as u64).then_some(t)
     });
     assert!(f.terminate().success(), "{}", f.stderr_text());
-    (f.stdout_lines(), text)
+    (f.stdout_lines(), text, saved_cursor(state.path()))
+}
+
+/// The cursor journal-fanout saved in `state` (one destination: one cursor file).
+fn saved_cursor(state: &std::path::Path) -> String {
+    let files: Vec<_> = std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cursor"))
+        .collect();
+    assert_eq!(files.len(), 1, "one cursor file in {}", state.display());
+    std::fs::read_to_string(&files[0])
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Every entry's cursor as libsystemd writes it (`journalctl -o json`'s `__CURSOR`).
+fn cursors(journalctl_args: &[String]) -> Vec<String> {
+    let out = std::process::Command::new("journalctl")
+        .args(journalctl_args)
+        .args(["-o", "json", "--output-fields=__CURSOR"])
+        .output()
+        .expect("journalctl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["__CURSOR"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn journal_files(j: &Journald) -> usize {
@@ -98,7 +129,7 @@ fn journal_files(j: &Journald) -> usize {
 
 fn same_as_libsystemd(j: Journald) {
     write_entries(j.socket(), (0..FIRST).map(entry));
-    let (direct, text) = ship(&j, &[], ALL, || {
+    let (direct, text, cursor) = ship(&j, &[], ALL, || {
         // Written while journal-fanout reads: the file grows past its mapping and rotates.
         write_entries(j.socket(), (FIRST..ALL).map(entry));
     });
@@ -133,7 +164,15 @@ fn same_as_libsystemd(j: Journald) {
          through libsystemd: {by_file} and {by_libsystemd}"
     );
 
-    let (through_libsystemd, text) = ship(
+    // Read ahead of libsystemd or not, the position saved is a cursor libsystemd wrote.
+    let all = cursors(&[format!("--namespace={}", j.namespace())]);
+    assert!(
+        all.contains(&cursor),
+        "the saved cursor {cursor:?} is none of the journal's {} cursors",
+        all.len()
+    );
+
+    let (through_libsystemd, text, _) = ship(
         &j,
         &[("JOURNAL_FANOUT_READ_FIELDS", "libsystemd".into())],
         ALL,
@@ -165,4 +204,81 @@ fn regular_layout_files_read_directly_ship_what_libsystemd_reads() {
         "RuntimeMaxFileSize=512K\nRuntimeMaxUse=256M\n",
         &[("SYSTEMD_JOURNAL_COMPACT", "0")],
     ));
+}
+
+/// Two journals (two journald namespaces: two sequences) written in turns, their files in one
+/// directory: libsystemd merges their entries by time, and journal-fanout, reading ahead of it
+/// where it can, ships them in the same order, each once.
+#[test]
+fn files_of_two_journals_interleaved_ship_in_libsystemds_order() {
+    const EACH: usize = 1_000;
+    let (a, b) = (Journald::start(), Journald::start());
+    for turn in 0..EACH / 50 {
+        for (j, name) in [(&a, "a"), (&b, "b")] {
+            write_entries(
+                j.socket(),
+                (turn * 50..turn * 50 + 50).map(|i| {
+                    let mut e = entry(i);
+                    e[0].1 = format!("{name}-{i} {}", "y".repeat(100));
+                    e
+                }),
+            );
+            // journald stamps entries when it reads them: wait for these before the other's.
+            j.wait_for_count(
+                &["SYSLOG_IDENTIFIER=file-reader"],
+                turn * 50 + 50,
+                Duration::from_secs(30),
+            );
+        }
+    }
+    a.sync();
+    b.sync();
+    let dir = tempfile::tempdir().unwrap();
+    for (j, name) in [(&a, "a"), (&b, "b")] {
+        for e in std::fs::read_dir(j.directory()).unwrap() {
+            let from = e.unwrap().path();
+            if from.extension().is_some_and(|x| x == "journal") {
+                let file = from.file_name().unwrap().to_string_lossy().to_string();
+                std::fs::copy(&from, dir.path().join(format!("{name}-{file}"))).unwrap();
+            }
+        }
+    }
+    let ship_dir = |env: &[(&str, String)]| -> Vec<String> {
+        let state = tempfile::tempdir().unwrap();
+        let args = [
+            "--journal-dir",
+            dir.path().to_str().unwrap(),
+            "--dst",
+            "stdout",
+            "--from",
+            "head",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+            "--flush-timeout",
+            "100ms",
+        ];
+        let mut f = Fanout::start(&args, env);
+        wait_until(Duration::from_secs(60), "every line on stdout", || {
+            (f.stdout_lines().len() >= 2 * EACH).then_some(())
+        });
+        assert!(f.terminate().success(), "{}", f.stderr_text());
+        f.stdout_lines()
+    };
+    let direct = ship_dir(&[]);
+    let through_libsystemd = ship_dir(&[("JOURNAL_FANOUT_READ_FIELDS", "libsystemd".into())]);
+    assert_eq!(direct.len(), 2 * EACH);
+    let turns = |lines: &[String]| {
+        lines
+            .windows(2)
+            .filter(|w| w[0].contains("\"a-") != w[1].contains("\"a-"))
+            .count()
+    };
+    assert!(
+        turns(&through_libsystemd) >= EACH / 50,
+        "the two journals' entries should interleave in libsystemd's order"
+    );
+    for (i, (x, y)) in direct.iter().zip(&through_libsystemd).enumerate() {
+        assert_eq!(x, y, "line {i} differs");
+    }
+    assert_eq!(direct, through_libsystemd);
 }

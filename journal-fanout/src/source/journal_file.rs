@@ -38,11 +38,16 @@ const TRIM_EVERY: u32 = 2_000;
 
 // Header fields (offsets in bytes).
 const H_INCOMPATIBLE: usize = 12;
+const H_STATE: usize = 16;
+const STATE_ARCHIVED: u8 = 2;
 const H_FILE_ID: usize = 24;
+const H_BOOT_ID: usize = 56;
 const H_SEQNUM_ID: usize = 72;
 const H_N_ENTRIES: usize = 152;
 const H_TAIL_SEQNUM: usize = 160;
 const H_ENTRY_ARRAY: usize = 176;
+const H_TAIL_REALTIME: usize = 192;
+const H_TAIL_MONOTONIC: usize = 200;
 /// The header of every file version we read is at least this long (systemd 189 and later).
 const HEADER_MIN: usize = 240;
 
@@ -73,6 +78,69 @@ pub struct FieldReader {
     /// Payload ranges of the entry being read, kept for their allocation.
     ranges: Vec<(usize, usize)>,
     since_trim: u32,
+    /// The last entry read (by either way), in the file `last`.
+    last_head: Option<EntryHead>,
+    /// The files at the location that belong to another sequence (another journald's, a
+    /// container's or a copied-in journal), as of the last listing: libsystemd merges their
+    /// entries with ours by time, so reading ahead is only safe past their newest entry.
+    foreign: Vec<Foreign>,
+    /// The directories listed, with their modification times: a file created or renamed in
+    /// one changes its time, and makes `read_next` list them again (at most once a second).
+    dirs: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+    dirs_checked: Option<Instant>,
+    dirs_countdown: u32,
+}
+
+/// A file of another sequence.
+enum Foreign {
+    /// Archived: its newest entry does not change.
+    Archived(Tail),
+    /// Still written by its journald: its newest entry is read afresh.
+    Live(JournalFile),
+}
+
+impl Foreign {
+    fn may_follow(&self, head: &EntryHead) -> bool {
+        match self {
+            Foreign::Archived(t) => t.may_follow(head),
+            Foreign::Live(f) => f.tail().is_some_and(|t| t.may_follow(head)),
+        }
+    }
+}
+
+/// What identifies an entry and places it in libsystemd's order (the entry object's header).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EntryHead {
+    seqnum: u64,
+    realtime: u64,
+    monotonic: u64,
+    boot_id: [u8; 16],
+    xor_hash: u64,
+}
+
+/// The newest entry of a file of another sequence.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    realtime: u64,
+    monotonic: u64,
+    boot_id: [u8; 16],
+}
+
+/// Margin for the time comparison with other sequences' files: clocks of different writers
+/// disagree, so an entry of theirs within this of ours may come before or after it.
+const FOREIGN_MARGIN_USEC: u64 = 3_600_000_000;
+
+impl Tail {
+    /// Whether libsystemd may place an entry of this file after `head` (it orders entries of
+    /// different sequences by monotonic time within one boot, else by wall-clock time).
+    fn may_follow(&self, head: &EntryHead) -> bool {
+        if self.boot_id == head.boot_id
+            && self.monotonic.saturating_add(FOREIGN_MARGIN_USEC) >= head.monotonic
+        {
+            return true;
+        }
+        self.realtime.saturating_add(FOREIGN_MARGIN_USEC) >= head.realtime
+    }
 }
 
 /// One journal file, mapped.
@@ -100,6 +168,11 @@ impl FieldReader {
             missed: 0,
             ranges: Vec::new(),
             since_trim: 0,
+            last_head: None,
+            foreign: Vec::new(),
+            dirs: Vec::new(),
+            dirs_checked: None,
+            dirs_countdown: 0,
         }
     }
 
@@ -108,6 +181,7 @@ impl FieldReader {
     pub fn release(&mut self) {
         self.files.clear();
         self.last = None;
+        self.last_head = None;
         // Open them again at the next entry.
         self.last_rescan = None;
     }
@@ -119,9 +193,78 @@ impl FieldReader {
     /// The cursor is the one exact identity of an entry libsystemd gives (systemd 252 has no
     /// `sd_journal_get_seqnum`); timestamps are not one, since journald stamps every message
     /// of one event-loop pass alike.
-    pub fn read(&mut self, cursor: &[u8], mut field: impl FnMut(&[u8], &[u8])) -> Option<u64> {
+    pub fn read(&mut self, cursor: &[u8], field: impl FnMut(&[u8], &[u8])) -> Option<u64> {
         let found = parse_cursor(cursor).and_then(|id| self.find(&id));
-        let (f, entry) = found?;
+        let Some((f, entry)) = found else {
+            // libsystemd stands somewhere this reader does not know: nothing to read ahead of.
+            self.last_head = None;
+            return None;
+        };
+        // Even when the fields are declined (libsystemd reads them), this is where it stands.
+        self.last_head = self.files[f].head(entry);
+        self.emit(f, entry, field)
+    }
+
+    /// Read the entry that follows the last one read, without libsystemd, when it is certainly
+    /// the one libsystemd's `sd_journal_next` would go to: the next entry of the same file,
+    /// with the next sequence number. journald numbers the entries of all its files in one
+    /// sequence, so no file holds an entry between those two; and no file of another sequence
+    /// may have entries as new (`foreign`). Hands each field to `field` and returns the
+    /// realtime timestamp; `None`, having handed out nothing, when that is not certain or the
+    /// entry cannot be read here (libsystemd then goes on).
+    ///
+    /// This skips `sd_journal_next` and the cursor libsystemd formats for every entry: about
+    /// a third of the reader thread (docs/BENCHMARKS.md).
+    pub fn read_next(&mut self, field: impl FnMut(&[u8], &[u8])) -> Option<u64> {
+        let (f, prev) = (self.last?, self.last_head?);
+        if self.dirs_changed() {
+            let id = EntryId {
+                seqnum_id: &self.files[f].seqnum_id.clone(),
+                seqnum: prev.seqnum,
+                xor_hash: prev.xor_hash,
+            };
+            self.rescan(&id);
+            // The files were mapped again: find the last entry's file anew.
+            self.search(&id)?;
+            return None;
+        }
+        if self.foreign.iter().any(|t| t.may_follow(&prev)) {
+            return None;
+        }
+        let file = &mut self.files[f];
+        let i = file.next;
+        if i >= file.n_entries() {
+            return None;
+        }
+        let off = file.entry_offset(i)?;
+        file.object(off, ENTRY)?;
+        let head = file.head(off)?;
+        if head.seqnum != prev.seqnum.checked_add(1)? {
+            return None;
+        }
+        let realtime = self.emit(f, off, field)?;
+        self.files[f].next = i + 1;
+        self.last_head = Some(head);
+        Some(realtime)
+    }
+
+    /// The cursor of the last entry read, as libsystemd writes it (`sd_journal_get_cursor`):
+    /// `s=<seqnum ID>;i=<seqnum>;b=<boot ID>;m=<monotonic>;t=<realtime>;x=<xor hash>`, hex.
+    pub fn cursor(&self) -> Option<String> {
+        let (f, h) = (self.last?, self.last_head?);
+        let seqnum_id = std::str::from_utf8(&self.files[f].seqnum_id).ok()?;
+        Some(format!(
+            "s={seqnum_id};i={:x};b={};m={:x};t={:x};x={:x}",
+            h.seqnum,
+            hex(&h.boot_id),
+            h.monotonic,
+            h.realtime,
+            h.xor_hash
+        ))
+    }
+
+    /// Hand the fields of the entry at `entry` in file `f` to `field`; its realtime.
+    fn emit(&mut self, f: usize, entry: u64, mut field: impl FnMut(&[u8], &[u8])) -> Option<u64> {
         let file = &self.files[f];
         let realtime = file.entry_payloads(entry, &mut self.ranges)?;
         for &(start, end) in &self.ranges {
@@ -136,6 +279,24 @@ impl FieldReader {
             self.trim();
         }
         Some(realtime)
+    }
+
+    /// Whether a directory of the location changed since it was listed (looked at once a
+    /// second at most).
+    fn dirs_changed(&mut self) -> bool {
+        // The clock is read every 256 entries, not for each.
+        self.dirs_countdown = self.dirs_countdown.wrapping_sub(1);
+        if !self.dirs_countdown.is_multiple_of(256)
+            || self
+                .dirs_checked
+                .is_some_and(|t| t.elapsed() < RESCAN_EVERY)
+        {
+            return false;
+        }
+        self.dirs_checked = Some(Instant::now());
+        self.dirs
+            .iter()
+            .any(|(d, t)| std::fs::metadata(d).and_then(|m| m.modified()).ok() != *t)
     }
 
     /// Give back the resident memory of the pages read so far (the mapping stays; pages are
@@ -196,10 +357,22 @@ impl FieldReader {
         for file in &mut self.files {
             file.remap();
         }
-        for path in files_at(&self.location) {
+        self.foreign.clear();
+        let survey = super::journal_access::survey(&self.location);
+        self.dirs = watched_dirs(&survey);
+        self.dirs_checked = Some(Instant::now());
+        for path in survey.files {
             let Some(file) = JournalFile::open(path) else {
                 continue;
             };
+            if file.seqnum_id != id.seqnum_id {
+                if file.archived() {
+                    self.foreign.extend(file.tail().map(Foreign::Archived));
+                } else {
+                    self.foreign.push(Foreign::Live(file));
+                }
+                continue;
+            }
             let useful = file.seqnum_id == id.seqnum_id && file.tail_seqnum() >= id.seqnum;
             if useful && !self.files.iter().any(|f| f.file_id == file.file_id) {
                 self.files.push(file);
@@ -208,9 +381,28 @@ impl FieldReader {
     }
 }
 
-/// The journal files libsystemd reads at `location` (journal_access's survey knows where).
-fn files_at(location: &JournalLocation) -> Vec<PathBuf> {
-    super::journal_access::survey(location).files
+/// The directories whose changes may mean new journal files: those a survey listed, and
+/// their parents (where a new machine's or namespace's directory would appear).
+fn watched_dirs(
+    survey: &super::journal_access::Survey,
+) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for p in &survey.places {
+        for d in [Some(p.path.as_path()), p.path.parent()]
+            .into_iter()
+            .flatten()
+        {
+            if !dirs.iter().any(|x| x == d) {
+                dirs.push(d.to_path_buf());
+            }
+        }
+    }
+    dirs.into_iter()
+        .map(|d| {
+            let t = std::fs::metadata(&d).and_then(|m| m.modified()).ok();
+            (d, t)
+        })
+        .collect()
 }
 
 /// What a cursor says of its entry (protocols.md §4.7).
@@ -236,6 +428,17 @@ fn parse_cursor(b: &[u8]) -> Option<EntryId<'_>> {
         seqnum,
         xor_hash,
     })
+}
+
+/// Lower-case hex of an ID, as libsystemd writes IDs in cursors.
+fn hex(id: &[u8; 16]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(32);
+    for b in id {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
 }
 
 fn hex_u64(v: &[u8]) -> Option<u64> {
@@ -266,10 +469,7 @@ impl JournalFile {
         }
         Some(JournalFile {
             file_id: map[H_FILE_ID..H_FILE_ID + 16].try_into().ok()?,
-            seqnum_id: map[H_SEQNUM_ID..H_SEQNUM_ID + 16]
-                .iter()
-                .flat_map(|b| format!("{b:02x}").into_bytes())
-                .collect(),
+            seqnum_id: hex(map[H_SEQNUM_ID..H_SEQNUM_ID + 16].try_into().ok()?).into_bytes(),
             compact: incompatible & COMPACT != 0,
             map,
             file,
@@ -346,6 +546,33 @@ impl JournalFile {
     /// The sequence number of the file's newest entry (read afresh: journald updates it).
     fn tail_seqnum(&self) -> u64 {
         self.u64_at(H_TAIL_SEQNUM as u64).unwrap_or(0)
+    }
+
+    /// Whether journald has archived the file (it is written no more).
+    fn archived(&self) -> bool {
+        self.map.get(H_STATE) == Some(&STATE_ARCHIVED)
+    }
+
+    /// The newest entry's times (read afresh), when the file has entries.
+    fn tail(&self) -> Option<Tail> {
+        (self.n_entries() > 0).then_some(())?;
+        Some(Tail {
+            realtime: self.u64_at(H_TAIL_REALTIME as u64)?,
+            monotonic: self.u64_at(H_TAIL_MONOTONIC as u64)?,
+            boot_id: self.map.get(H_BOOT_ID..H_BOOT_ID + 16)?.try_into().ok()?,
+        })
+    }
+
+    /// The header of the entry object at `off` (already checked to be one).
+    fn head(&self, off: u64) -> Option<EntryHead> {
+        let at = usize::try_from(off).ok()?;
+        Some(EntryHead {
+            seqnum: self.u64_at(off + 16)?,
+            realtime: self.u64_at(off + 24)?,
+            monotonic: self.u64_at(off + 32)?,
+            boot_id: self.map.get(at + 40..at + 56)?.try_into().ok()?,
+            xor_hash: self.u64_at(off + 56)?,
+        })
     }
 
     fn n_entries(&self) -> u64 {

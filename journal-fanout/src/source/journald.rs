@@ -50,7 +50,17 @@ pub struct JournaldSource {
     last_position: Option<Position>,
     loss: Option<Loss>,
     read_since_open: u64,
+    /// The last entries were read ahead of libsystemd ([`FieldReader::read_next`]): it stands
+    /// behind them, and is moved to the last one read before it is used again.
+    ahead: bool,
+    /// Entries to read through `sd_journal_next` before reading ahead again: after a
+    /// catch-up of libsystemd, so that files whose entries interleave do not cost a seek
+    /// per entry.
+    ahead_pause: u32,
 }
+
+/// See [`JournaldSource::ahead_pause`].
+const AHEAD_PAUSE: u32 = 16;
 
 impl JournaldSource {
     /// Open the journal and position it after `cursor` (or per `from` when there is none).
@@ -77,6 +87,8 @@ impl JournaldSource {
             last_position: None,
             loss: None,
             read_since_open: 0,
+            ahead: false,
+            ahead_pause: 0,
         };
         match cursor {
             Some(c) => src.resume(c)?,
@@ -109,6 +121,7 @@ impl JournaldSource {
         }
         self.current_unread = false;
         self.read_since_open = 0;
+        self.ahead = false;
         self.resume(cursor)
     }
 
@@ -208,6 +221,58 @@ impl JournaldSource {
                 self.read_by.1 += 1;
             }
         }
+        Ok(self.finish(e))
+    }
+
+    /// Read the entry after the last one straight from its file, ahead of libsystemd, when
+    /// that is certainly the next one (`None`: libsystemd decides).
+    fn read_ahead(&mut self) -> Option<Read> {
+        self.fields.as_ref()?;
+        let mut e = JournalEntry {
+            values: self.take_values(),
+            ..JournalEntry::default()
+        };
+        let reader = self.fields.as_mut()?;
+        let (wanted, spare) = (&self.wanted, &mut self.spare);
+        match reader.read_next(|name, value| take_field(wanted, spare, &mut e, name, value)) {
+            Some(realtime) => {
+                e.realtime_usec = realtime;
+                self.read_by.0 += 1;
+                self.read_since_cursor += 1;
+                self.ahead = true;
+                Some(self.finish(e))
+            }
+            None => {
+                self.values = e.values;
+                None
+            }
+        }
+    }
+
+    /// Move libsystemd to the last entry read ahead of it (`seek_cursor`, `next`, as a
+    /// resume does).
+    fn catch_up(&mut self) -> anyhow::Result<()> {
+        self.ahead = false;
+        self.ahead_pause = AHEAD_PAUSE;
+        let Some(cursor) = self.fields.as_ref().and_then(FieldReader::cursor) else {
+            return Ok(());
+        };
+        self.journal
+            .seek_cursor(&cursor)
+            .context("cannot seek the journal to the last entry read")?;
+        // 0: that entry is gone and nothing is newer; libsystemd stays at the cursor's place
+        // and goes on from there when entries come.
+        if self.journal.next().context("cannot read the journal")? > 0
+            && !self.journal.test_cursor(&cursor).unwrap_or(false)
+        {
+            // It stands on the next entry instead (ours was vacuumed just now): unread.
+            self.current_unread = true;
+        }
+        Ok(())
+    }
+
+    /// A record of `e` (or `Skipped`), and its buffers back for the next entry.
+    fn finish(&mut self, mut e: JournalEntry) -> Read {
         let size = e.message.as_ref().map_or(0, Vec::len);
         let read = match event::from_journal(&self.rules, &mut e) {
             Some(record) => {
@@ -243,7 +308,7 @@ impl JournaldSource {
             }
         }
         self.values = e.values;
-        Ok(read)
+        read
     }
 
     /// The per-entry slots for `wanted`'s values, reused from entry to entry (one allocation
@@ -388,6 +453,19 @@ impl Source for JournaldSource {
             self.current_unread = false;
             return self.read_current();
         }
+        if self.ahead_pause == 0 {
+            if let Some(read) = self.read_ahead() {
+                return Ok(read);
+            }
+        }
+        if self.ahead {
+            self.catch_up()?;
+            if self.current_unread {
+                self.current_unread = false;
+                return self.read_current();
+            }
+        }
+        self.ahead_pause = self.ahead_pause.saturating_sub(1);
         match self
             .journal
             .next()
@@ -410,10 +488,18 @@ impl Source for JournaldSource {
             // We stand on an entry not read yet: its cursor is not a position to save.
             return Ok(None);
         }
-        let cursor = match self.journal.cursor() {
-            Ok(c) => c,
-            // No entry read yet (empty journal): nothing to save.
-            Err(_) => return Ok(None),
+        let cursor = if self.ahead {
+            // libsystemd stands behind: the last entry's cursor is made from its file.
+            match self.fields.as_ref().and_then(FieldReader::cursor) {
+                Some(c) => c,
+                None => return Ok(None),
+            }
+        } else {
+            match self.journal.cursor() {
+                Ok(c) => c,
+                // No entry read yet (empty journal): nothing to save.
+                Err(_) => return Ok(None),
+            }
         };
         let here = Position::parse(&cursor);
         if let (Some(prev), Some(here)) = (&self.last_position, &here) {
