@@ -290,7 +290,7 @@ impl Collector for Collect {
             ("journal_fanout_losses_unknown_size", MetricType::Counter, None, "Journal gaps whose size the journal could not tell.", |d| l(&d.losses_of_unknown_size)),
             ("journal_fanout_batches_delivered", MetricType::Counter, None, "Batches the destination acknowledged.", |d| l(&d.batches_delivered)),
             ("journal_fanout_delivery_retries", MetricType::Counter, None, "Delivery attempts that failed and were retried.", |d| l(&d.delivery_retries)),
-            ("journal_fanout_cursor_saves", MetricType::Counter, None, "Cursor checkpoints written after a delivered batch.", |d| l(&d.cursor_saves)),
+            ("journal_fanout_cursor_saves", MetricType::Counter, None, "Cursor checkpoints written (the newest delivered position, at most once a second).", |d| l(&d.cursor_saves)),
             ("journal_fanout_last_cursor_save_timestamp", MetricType::Gauge, Some(Unit::Seconds), "When the cursor was last saved, Unix time (0: not yet).", |d| l(&d.last_cursor_save_seconds)),
             ("journal_fanout_backlog_entries", MetricType::Gauge, None, "Journal entries (container lines or not) between the last delivered one and the journal's head, from their sequence numbers; looked at every 2 s.", |d| l(&d.backlog)),
         ];

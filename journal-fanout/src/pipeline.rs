@@ -54,6 +54,13 @@ const JOIN_EVERY: Duration = Duration::from_secs(1);
 /// How long the reader waits for the journal at a time, so a stop request is seen quickly.
 const POLL: Duration = Duration::from_millis(200);
 
+/// A destination saves its cursor at most this often: the latest delivered position, once the
+/// interval has passed (or at the next batch), and at the end. A save costs two `fsync`s and a
+/// rename, which with a save per batch was a tenth of a destination's CPU
+/// (docs/BENCHMARKS.md). The price: after a crash (not a stop), up to this much of what was
+/// delivered is shipped again; at-least-once either way.
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+
 /// After this many skipped (non-container) entries with nothing batched, save the cursor
 /// anyway so a restart does not rescan them.
 const SKIPPED_CHECKPOINT: u64 = 10_000;
@@ -786,15 +793,100 @@ pub fn rejected_notice_text(destination: &str, r: &Rejected) -> String {
     )
 }
 
-/// Deliver batches to `sink` and save the cursor after each, until the reader side closes.
+/// Deliver batches to `sink` and save the cursor of what was delivered (at most every
+/// [`SAVE_EVERY`], and at the end), until the reader side closes.
 pub async fn deliver_loop<S: Sink>(
-    mut sink: S,
-    mut rx: mpsc::Receiver<Batch>,
+    sink: S,
+    rx: mpsc::Receiver<Batch>,
     checkpoint: Option<Checkpoint>,
     m: Arc<metrics::Destination>,
 ) -> anyhow::Result<()> {
+    let mut saver = Saver {
+        checkpoint,
+        pending: None,
+        last: Instant::now(),
+        m: m.clone(),
+    };
+    let result = deliver_batches(sink, rx, &mut saver, m).await;
+    // Whatever ended the loop, what was delivered stays delivered.
+    let saved = saver.save().await;
+    result.and(saved)
+}
+
+/// The delivered position and when it was last written to the cursor file.
+struct Saver {
+    checkpoint: Option<Checkpoint>,
+    /// Delivered, not saved yet.
+    pending: Option<String>,
+    last: Instant,
+    m: Arc<metrics::Destination>,
+}
+
+impl Saver {
+    /// When the pending position is due to be saved (`None`: nothing pending).
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.pending.as_ref()?;
+        Some((self.last + SAVE_EVERY).into())
+    }
+
+    /// Note `cursor` as delivered; save it when [`SAVE_EVERY`] has passed.
+    async fn delivered(&mut self, cursor: &str) -> anyhow::Result<()> {
+        if self.checkpoint.is_none() {
+            return Ok(());
+        }
+        self.pending = Some(cursor.to_string());
+        if self.last.elapsed() >= SAVE_EVERY {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// Save the pending position, if any.
+    async fn save(&mut self) -> anyhow::Result<()> {
+        let (Some(cursor), Some(cp)) = (self.pending.take(), &self.checkpoint) else {
+            return Ok(());
+        };
+        // The save waits for the disk (two fsyncs): off the runtime's workers, so the
+        // other destinations' tasks go on meanwhile.
+        let cp = cp.clone();
+        tokio::task::spawn_blocking(move || cp.save(&cursor))
+            .await
+            .map_err(|e| anyhow::anyhow!("the cursor save failed: {e}"))??;
+        self.last = Instant::now();
+        add(&self.m.cursor_saves, 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.m
+            .last_cursor_save_seconds
+            .store(now, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn deliver_batches<S: Sink>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Batch>,
+    saver: &mut Saver,
+    m: Arc<metrics::Destination>,
+) -> anyhow::Result<()> {
     let name = sink.name();
-    while let Some(batch) = rx.recv().await {
+    loop {
+        let batch = match saver.due() {
+            // Something delivered waits to be saved: no longer than until it is due.
+            Some(due) => match tokio::time::timeout_at(due, rx.recv()).await {
+                Ok(b) => b,
+                Err(_) => {
+                    saver.save().await?;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(batch) = batch else {
+            break;
+        };
         add(&m.routed_away, batch.routed_away);
         if !batch.records.is_empty() {
             let n = batch.records.len() as u64;
@@ -857,19 +949,8 @@ pub async fn deliver_loop<S: Sink>(
         if let Some(cursor) = &batch.cursor {
             m.delivered_up_to(cursor);
         }
-        if let (Some(cursor), Some(cp)) = (&batch.cursor, &checkpoint) {
-            // The save waits for the disk (two fsyncs): off the runtime's workers, so the
-            // other destinations' tasks go on meanwhile.
-            let (cp, cursor) = (cp.clone(), cursor.clone());
-            tokio::task::spawn_blocking(move || cp.save(&cursor))
-                .await
-                .map_err(|e| anyhow::anyhow!("the cursor save failed: {e}"))??;
-            add(&m.cursor_saves, 1);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            m.last_cursor_save_seconds.store(now, Ordering::Relaxed);
+        if let Some(cursor) = &batch.cursor {
+            saver.delivered(cursor).await?;
         }
     }
     Ok(())
