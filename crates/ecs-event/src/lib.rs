@@ -15,6 +15,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+mod json;
+pub use json::{write_map, write_str};
+
 /// Syslog severities, spelled as ecs-logs spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Level {
@@ -183,12 +186,12 @@ impl Event {
         }
     }
 
-    /// Serialize to compact JSON.
+    /// Serialize to compact JSON (what `serde_json` writes, written faster: [`json`]).
     pub fn to_json(&self) -> String {
         // Sized for the message plus the envelope: no regrowth on the way (one per event).
         let mut out = Vec::with_capacity(self.message.len() + 192);
-        serde_json::to_writer(&mut out, self).expect("an Event always serializes");
-        String::from_utf8(out).expect("serde_json writes UTF-8")
+        self.write_json(&mut out);
+        String::from_utf8(out).expect("only UTF-8 is written")
     }
 }
 

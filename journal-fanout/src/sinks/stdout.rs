@@ -4,7 +4,6 @@
 use std::io::Write;
 
 use anyhow::Context;
-use serde::Serialize;
 
 use super::{Outcome, Record, Sink};
 
@@ -13,25 +12,16 @@ pub struct StdoutSink {
     buf: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    group: &'a str,
-    stream: &'a str,
-    event: &'a ecs_event::Event,
-}
-
-/// Append `r` as one JSON line to `out`.
+/// Append `r` as one JSON line to `out`: `{"group":…,"stream":…,"event":{…}}` (written by
+/// hand, as serde would: `ecs_event::write_str`).
 pub fn write_line(out: &mut Vec<u8>, r: &Record) {
-    serde_json::to_writer(
-        &mut *out,
-        &Line {
-            group: &r.group,
-            stream: &r.stream,
-            event: &r.event,
-        },
-    )
-    .expect("a record always serializes");
-    out.push(b'\n');
+    out.extend_from_slice(b"{\"group\":");
+    ecs_event::write_str(out, &r.group);
+    out.extend_from_slice(b",\"stream\":");
+    ecs_event::write_str(out, &r.stream);
+    out.extend_from_slice(b",\"event\":");
+    r.event.write_json(out);
+    out.extend_from_slice(b"}\n");
 }
 
 impl StdoutSink {
