@@ -45,13 +45,13 @@ pub fn from_journal(rules: &EventRules, e: &mut JournalEntry) -> Option<Record> 
         .group
         .render(&rules.fields, &e.values)
         .filter(|g| !g.is_empty())?;
-    let group = group_name(&group);
+    let group = valid_group(group);
     let stream = match rules
         .stream
         .render(&rules.fields, &e.values)
         .filter(|s| !s.is_empty())
     {
-        Some(s) => stream_name(&s),
+        Some(s) => valid_stream(s),
         // A tagged entry without a stream still belongs to its group: never drop it.
         None => "unknown".to_string(),
     };
@@ -281,6 +281,32 @@ pub fn group_name(raw: &str) -> String {
     }
 }
 
+/// `raw` if it is a valid log group name already (nearly always: no copy), else
+/// [`group_name`] of it.
+fn valid_group(raw: String) -> String {
+    let ok = !raw.is_empty()
+        && raw.len() <= MAX_NAME_BYTES
+        && !raw.starts_with("aws/")
+        && raw
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/' | b'#'));
+    if ok {
+        raw
+    } else {
+        group_name(&raw)
+    }
+}
+
+/// `raw` if it is a valid log stream name already (no copy), else [`stream_name`] of it.
+fn valid_stream(raw: String) -> String {
+    let ok = !raw.is_empty() && raw.len() <= MAX_NAME_BYTES && !raw.contains([':', '*']);
+    if ok {
+        raw
+    } else {
+        stream_name(&raw)
+    }
+}
+
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
@@ -295,6 +321,31 @@ fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_valid_already_are_kept_and_others_made_valid() {
+        for raw in [
+            "payments-api",
+            "svc/a.b#c_d",
+            "aws/x",
+            "a:b*c",
+            "ünï",
+            "",
+            "a b",
+            &"g".repeat(600),
+        ] {
+            assert_eq!(
+                valid_group(raw.to_string()),
+                group_name(raw),
+                "group {raw:?}"
+            );
+            assert_eq!(
+                valid_stream(raw.to_string()),
+                stream_name(raw),
+                "stream {raw:?}"
+            );
+        }
+    }
 
     fn rules() -> EventRules {
         let mut fields = crate::naming::Fields::default();

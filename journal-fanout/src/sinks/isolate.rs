@@ -52,10 +52,20 @@ pub async fn deliver<R: Requests>(r: &mut R, batch: &[Arc<Record>]) -> Result<Ou
 
 /// Sends all items, bisecting refused requests; returns (index, reason) of refused items.
 async fn send_isolating<R: Requests>(r: &R, items: &[Item]) -> Result<Vec<(usize, String)>> {
-    // Stable order by key keeps journal order within each request.
+    // Each item's key as a small number (keys are few; comparing numbers, not strings, in the
+    // sort and the split was a few percent of Loggly's CPU), then a stable order by key, which
+    // keeps journal order within each request.
+    let mut ids: rustc_hash::FxHashMap<&str, u32> = Default::default();
+    let key_of: Vec<u32> = items
+        .iter()
+        .map(|i| {
+            let n = ids.len() as u32;
+            *ids.entry(&i.key).or_insert(n)
+        })
+        .collect();
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by(|&a, &b| items[a].key.cmp(&items[b].key));
-    let per_key = chunks(r, items, &order);
+    order.sort_by_key(|&i| key_of[i]);
+    let per_key = chunks(r, items, &key_of, &order);
     let order = &order;
     let refused: Vec<Vec<(usize, String)>> = stream::iter(per_key)
         .map(|ranges| send_key(r, items, order, ranges))
@@ -93,7 +103,12 @@ async fn send_key<R: Requests>(
 
 /// Splits `order` into requests: per key (the keys come sorted), that key's ranges in order,
 /// each within the request size limit.
-fn chunks<R: Requests>(r: &R, items: &[Item], order: &[usize]) -> Vec<Vec<Range<usize>>> {
+fn chunks<R: Requests>(
+    r: &R,
+    items: &[Item],
+    key_of: &[u32],
+    order: &[usize],
+) -> Vec<Vec<Range<usize>>> {
     let (per_item, envelope) = r.framing();
     let max = r.max_request_bytes();
     let mut out = Vec::new();
@@ -103,7 +118,7 @@ fn chunks<R: Requests>(r: &R, items: &[Item], order: &[usize]) -> Vec<Vec<Range<
     for (pos, &i) in order.iter().enumerate() {
         let len = items[i].body.len() + per_item;
         if pos > start {
-            let key_changes = items[i].key != items[order[start]].key;
+            let key_changes = key_of[i] != key_of[order[start]];
             if key_changes || size + len > max {
                 key_ranges.push(start..pos);
                 if key_changes {

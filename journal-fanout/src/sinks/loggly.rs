@@ -6,7 +6,7 @@
 //! for Loggly; a request holds events of one tag set. `LOGGLY_URL=tls://TOKEN@host:port`
 //! (ecs-logs' form) selects RFC 5424 syslog over TLS with `[TOKEN@41058 tag="…"]`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
