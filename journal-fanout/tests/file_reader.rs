@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::{metric, metrics, stdout_from_head, write_entries, Fanout};
@@ -281,4 +282,106 @@ fn files_of_two_journals_interleaved_ship_in_libsystemds_order() {
         assert_eq!(x, y, "line {i} differs");
     }
     assert_eq!(direct, through_libsystemd);
+}
+
+/// Removes a persistent namespace's journal directory when the test ends.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// With persistent storage journald keeps an unprivileged user's entries in a file of their
+/// own (`user-1000.journal`), which systemd 252 numbers in a sequence of its own: libsystemd
+/// merges the two files by time, and their entries interleave. Read ahead of libsystemd where
+/// that is safe or not, the same lines ship, in the same order, each once.
+#[test]
+fn system_and_user_files_interleaved_ship_what_libsystemd_reads() {
+    const TURNS: usize = 20;
+    const EACH: usize = 50;
+    let j = Journald::start_with_config("Storage=persistent");
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap();
+    let persistent = std::path::PathBuf::from(format!(
+        "/var/log/journal/{}.{}",
+        machine.trim(),
+        j.namespace()
+    ));
+    let _cleanup = RemoveDir(persistent.clone());
+    let line = |who: &str, i: usize| {
+        let mut e = entry(i);
+        e[0].1 = format!("{who}-{i} {}", "z".repeat(80));
+        e.retain(|(k, _)| k != "CODE_FILE" && k != "CODE_LINE" && k != "MESSAGE_ID");
+        e
+    };
+    for turn in 0..TURNS {
+        let range = turn * EACH..(turn + 1) * EACH;
+        write_entries(j.socket(), range.clone().map(|i| line("root", i)));
+        // The same, sent by a process running as uid 1000 (journald files it by sender).
+        let datagrams: Vec<String> = range
+            .map(|i| {
+                line("user", i)
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}\n", v.replace('\n', " ")))
+                    .collect()
+            })
+            .collect();
+        let script = "import json, socket, sys\n\
+                      s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                      for d in json.load(sys.stdin):\n    s.sendto(d.encode(), sys.argv[1])\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(j.socket())
+            .stdin(std::process::Stdio::piped())
+            .uid(1000)
+            .gid(1000)
+            .spawn()
+            .expect("python3 runs (apt-get install -y python3)");
+        serde_json::to_writer(child.stdin.take().unwrap(), &datagrams).unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "the uid 1000 sender failed"
+        );
+    }
+    j.wait_for_count(
+        &["SYSLOG_IDENTIFIER=file-reader"],
+        2 * TURNS * EACH,
+        Duration::from_secs(60),
+    );
+    j.sync();
+    let files: Vec<String> = std::fs::read_dir(&persistent)
+        .unwrap_or_else(|e| panic!("no persistent journal at {}: {e}", persistent.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.starts_with("user-1000")),
+        "journald should keep uid 1000's entries in a file of their own: {files:?}"
+    );
+
+    let (direct, _, cursor) = ship(&j, &[], 2 * TURNS * EACH, || {});
+    let (through_libsystemd, _, _) = ship(
+        &j,
+        &[("JOURNAL_FANOUT_READ_FIELDS", "libsystemd".into())],
+        2 * TURNS * EACH,
+        || {},
+    );
+    let switches = direct
+        .windows(2)
+        .filter(|w| w[0].contains("\"root-") != w[1].contains("\"root-"))
+        .count();
+    assert!(
+        switches >= TURNS,
+        "the two files' entries should interleave ({switches} switches)"
+    );
+    assert_eq!(direct.len(), 2 * TURNS * EACH);
+    for (i, (x, y)) in direct.iter().zip(&through_libsystemd).enumerate() {
+        assert_eq!(x, y, "line {i} differs");
+    }
+    assert_eq!(direct, through_libsystemd);
+    let all = cursors(&[format!("--namespace={}", j.namespace())]);
+    assert!(
+        all.contains(&cursor),
+        "the saved cursor {cursor:?} is no entry's cursor"
+    );
 }

@@ -207,9 +207,10 @@ impl FieldReader {
 
     /// Read the entry that follows the last one read, without libsystemd, when it is certainly
     /// the one libsystemd's `sd_journal_next` would go to: the next entry of the same file,
-    /// with the next sequence number. journald numbers the entries of all its files in one
-    /// sequence, so no file holds an entry between those two; and no file of another sequence
-    /// may have entries as new (`foreign`). Hands each field to `field` and returns the
+    /// with the next sequence number. libsystemd orders the entries of one sequence by number,
+    /// so no file of that sequence holds an entry between those two; and no file of another
+    /// sequence (`foreign`: merged by time; a user's own file is one, in systemd 252) may have
+    /// entries as new. Hands each field to `field` and returns the
     /// realtime timestamp; `None`, having handed out nothing, when that is not certain or the
     /// entry cannot be read here (libsystemd then goes on).
     ///
