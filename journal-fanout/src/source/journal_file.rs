@@ -91,8 +91,13 @@ pub struct FieldReader {
     dirs_countdown: u32,
 }
 
+/// Most files of other sequences looked at before reading ahead is given up at a location.
+const FOREIGN_KEPT: usize = 16;
+
 /// A file of another sequence.
 enum Foreign {
+    /// More than [`FOREIGN_KEPT`]: never read ahead here.
+    Many,
     /// Archived: its newest entry does not change.
     Archived(Tail),
     /// Still written by its journald: its newest entry is read afresh.
@@ -102,6 +107,7 @@ enum Foreign {
 impl Foreign {
     fn may_follow(&self, head: &EntryHead) -> bool {
         match self {
+            Foreign::Many => true,
             Foreign::Archived(t) => t.may_follow(head),
             Foreign::Live(f) => f.tail().is_some_and(|t| t.may_follow(head)),
         }
@@ -111,6 +117,9 @@ impl Foreign {
 /// What identifies an entry and places it in libsystemd's order (the entry object's header).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct EntryHead {
+    /// The file's sequence-number ID (kept here so the cursor can be made after the file is
+    /// gone from the list).
+    seqnum_id: [u8; 16],
     seqnum: u64,
     realtime: u64,
     monotonic: u64,
@@ -252,10 +261,10 @@ impl FieldReader {
     /// The cursor of the last entry read, as libsystemd writes it (`sd_journal_get_cursor`):
     /// `s=<seqnum ID>;i=<seqnum>;b=<boot ID>;m=<monotonic>;t=<realtime>;x=<xor hash>`, hex.
     pub fn cursor(&self) -> Option<String> {
-        let (f, h) = (self.last?, self.last_head?);
-        let seqnum_id = std::str::from_utf8(&self.files[f].seqnum_id).ok()?;
+        let h = self.last_head?;
         Some(format!(
-            "s={seqnum_id};i={:x};b={};m={:x};t={:x};x={:x}",
+            "s={};i={:x};b={};m={:x};t={:x};x={:x}",
+            hex(&h.seqnum_id),
             h.seqnum,
             hex(&h.boot_id),
             h.monotonic,
@@ -367,6 +376,15 @@ impl FieldReader {
                 continue;
             };
             if file.seqnum_id != id.seqnum_id {
+                if matches!(self.foreign.first(), Some(Foreign::Many)) {
+                    continue;
+                }
+                if self.foreign.len() >= FOREIGN_KEPT {
+                    // Many other sequences (a journal-remote directory): checking them all for
+                    // every entry would cost more than reading ahead saves.
+                    self.foreign = vec![Foreign::Many];
+                    continue;
+                }
                 if file.archived() {
                     self.foreign.extend(file.tail().map(Foreign::Archived));
                 } else {
@@ -568,6 +586,11 @@ impl JournalFile {
     fn head(&self, off: u64) -> Option<EntryHead> {
         let at = usize::try_from(off).ok()?;
         Some(EntryHead {
+            seqnum_id: self
+                .map
+                .get(H_SEQNUM_ID..H_SEQNUM_ID + 16)?
+                .try_into()
+                .ok()?,
             seqnum: self.u64_at(off + 16)?,
             realtime: self.u64_at(off + 24)?,
             monotonic: self.u64_at(off + 32)?,
@@ -691,6 +714,32 @@ impl JournalFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_of_other_sequences_block_reading_ahead_near_their_newest_entry() {
+        let hour = FOREIGN_MARGIN_USEC;
+        let head = EntryHead {
+            seqnum_id: [1; 16],
+            seqnum: 10,
+            realtime: 100 * hour,
+            monotonic: 50 * hour,
+            boot_id: [7; 16],
+            xor_hash: 0,
+        };
+        let tail = |realtime, monotonic, boot_id| Tail {
+            realtime,
+            monotonic,
+            boot_id,
+        };
+        // Another boot: by wall-clock time.
+        assert!(!tail(98 * hour, 0, [8; 16]).may_follow(&head));
+        assert!(tail(100 * hour - 1, 0, [8; 16]).may_follow(&head));
+        assert!(tail(101 * hour, 0, [8; 16]).may_follow(&head));
+        // The same boot: by monotonic time too.
+        assert!(tail(0, 50 * hour - 1, [7; 16]).may_follow(&head));
+        assert!(!tail(0, 48 * hour, [7; 16]).may_follow(&head));
+        assert!(Foreign::Many.may_follow(&head));
+    }
 
     #[test]
     fn reads_cursor() {
