@@ -80,10 +80,11 @@ pub struct FieldReader {
     since_trim: u32,
     /// The last entry read (by either way), in the file `last`.
     last_head: Option<EntryHead>,
-    /// The files at the location that belong to another sequence (another journald's, a
-    /// container's or a copied-in journal), as of the last listing: libsystemd merges their
-    /// entries with ours by time, so reading ahead is only safe past their newest entry.
-    foreign: Vec<Foreign>,
+    /// Every sequence at the location as of the last listing, with its files' newest entries:
+    /// libsystemd merges other sequences' entries (another journald's, a user's own file, a
+    /// container's or a copied-in journal) with ours by time, so reading ahead in one
+    /// sequence is only safe past the newest entry of every other.
+    sequences: Sequences,
     /// The directories listed, with their modification times: a file created or renamed in
     /// one changes its time, and makes `read_next` list them again (at most once a second).
     dirs: Vec<(PathBuf, Option<std::time::SystemTime>)>,
@@ -91,25 +92,73 @@ pub struct FieldReader {
     dirs_countdown: u32,
 }
 
-/// Most files of other sequences looked at before reading ahead is given up at a location.
-const FOREIGN_KEPT: usize = 16;
+/// Most sequences at a location for which reading ahead is still tried (a journal-remote
+/// directory holds one per machine: checking them all for every entry would cost more than
+/// reading ahead saves).
+const SEQUENCES_KEPT: usize = 16;
 
-/// A file of another sequence.
-enum Foreign {
-    /// More than [`FOREIGN_KEPT`]: never read ahead here.
+/// The sequences at a location (see [`FieldReader::sequences`]).
+enum Sequences {
+    Known(Vec<Sequence>),
+    /// More than [`SEQUENCES_KEPT`]: never read ahead here.
     Many,
-    /// Archived: its newest entry does not change.
-    Archived(Tail),
-    /// Still written by its journald: its newest entry is read afresh.
-    Live(JournalFile),
 }
 
-impl Foreign {
-    fn may_follow(&self, head: &EntryHead) -> bool {
-        match self {
-            Foreign::Many => true,
-            Foreign::Archived(t) => t.may_follow(head),
-            Foreign::Live(f) => f.tail().is_some_and(|t| t.may_follow(head)),
+/// The files of one sequence, for the check against reading ahead in another.
+struct Sequence {
+    /// The sequence-number ID as a cursor writes it.
+    id: Vec<u8>,
+    /// Newest entry of its archived files (they change no more), one per boot.
+    archived: Vec<Tail>,
+    /// Its files still written: their newest entry is read afresh.
+    live: Vec<JournalFile>,
+}
+
+impl Sequences {
+    /// Whether libsystemd may place an entry of a sequence other than `own` after `head`.
+    fn others_may_follow(&self, own: &[u8], head: &EntryHead) -> bool {
+        let Sequences::Known(all) = self else {
+            return true;
+        };
+        all.iter().filter(|s| s.id != own).any(|s| {
+            s.archived.iter().any(|t| t.may_follow(head))
+                || s.live
+                    .iter()
+                    .any(|f| f.tail().is_some_and(|t| t.may_follow(head)))
+        })
+    }
+
+    /// Note `file` (its sequence, and its newest entry or the file itself if still written).
+    fn add(&mut self, file: JournalFile) {
+        let Sequences::Known(all) = self else {
+            return;
+        };
+        let at = match all.iter().position(|s| s.id == file.seqnum_id) {
+            Some(at) => at,
+            None if all.len() >= SEQUENCES_KEPT => {
+                *self = Sequences::Many;
+                return;
+            }
+            None => {
+                all.push(Sequence {
+                    id: file.seqnum_id.clone(),
+                    archived: Vec::new(),
+                    live: Vec::new(),
+                });
+                all.len() - 1
+            }
+        };
+        let seq = &mut all[at];
+        if !file.archived() {
+            seq.live.push(file);
+        } else if let Some(t) = file.tail() {
+            match seq.archived.iter_mut().find(|a| a.boot_id == t.boot_id) {
+                Some(a) => {
+                    a.realtime = a.realtime.max(t.realtime);
+                    a.monotonic = a.monotonic.max(t.monotonic);
+                }
+                None => seq.archived.push(t),
+            }
         }
     }
 }
@@ -178,7 +227,7 @@ impl FieldReader {
             ranges: Vec::new(),
             since_trim: 0,
             last_head: None,
-            foreign: Vec::new(),
+            sequences: Sequences::Known(Vec::new()),
             dirs: Vec::new(),
             dirs_checked: None,
             dirs_countdown: 0,
@@ -226,19 +275,23 @@ impl FieldReader {
     /// This skips `sd_journal_next` and the cursor libsystemd formats for every entry: about
     /// a third of the reader thread (docs/BENCHMARKS.md).
     pub fn read_next(&mut self, field: impl FnMut(&[u8], &[u8])) -> Option<u64> {
-        let (f, prev) = (self.last?, self.last_head?);
+        let prev = self.last_head?;
         if self.dirs_changed() {
+            let seqnum_id = hex(&prev.seqnum_id).into_bytes();
             let id = EntryId {
-                seqnum_id: &self.files[f].seqnum_id.clone(),
+                seqnum_id: &seqnum_id,
                 seqnum: prev.seqnum,
                 xor_hash: prev.xor_hash,
             };
             self.rescan(&id);
-            // The files were mapped again: find the last entry's file anew.
+            // The list changed: find the last entry's file anew.
             self.search(&id)?;
-            return None;
         }
-        if self.foreign.iter().any(|t| t.may_follow(&prev)) {
+        let f = self.last?;
+        if self
+            .sequences
+            .others_may_follow(&self.files[f].seqnum_id, &prev)
+        {
             return None;
         }
         let file = &mut self.files[f];
@@ -246,8 +299,7 @@ impl FieldReader {
         if i >= file.n_entries() {
             return None;
         }
-        let off = file.entry_offset(i)?;
-        file.object(off, ENTRY)?;
+        let off = file.entry_at(i)?;
         let head = file.head(off)?;
         if head.seqnum != prev.seqnum.checked_add(1)? {
             return None;
@@ -367,7 +419,7 @@ impl FieldReader {
         for file in &mut self.files {
             file.remap();
         }
-        self.foreign.clear();
+        self.sequences = Sequences::Known(Vec::new());
         let survey = super::journal_access::survey(&self.location);
         self.dirs = watched_dirs(&survey);
         self.dirs_checked = Some(Instant::now());
@@ -375,26 +427,15 @@ impl FieldReader {
             let Some(file) = JournalFile::open(path) else {
                 continue;
             };
-            if file.seqnum_id != id.seqnum_id {
-                if matches!(self.foreign.first(), Some(Foreign::Many)) {
-                    continue;
-                }
-                if self.foreign.len() >= FOREIGN_KEPT {
-                    // Many other sequences (a journal-remote directory): checking them all for
-                    // every entry would cost more than reading ahead saves.
-                    self.foreign = vec![Foreign::Many];
-                    continue;
-                }
-                if file.archived() {
-                    self.foreign.extend(file.tail().map(Foreign::Archived));
-                } else {
-                    self.foreign.push(Foreign::Live(file));
-                }
-                continue;
-            }
             let useful = file.seqnum_id == id.seqnum_id && file.tail_seqnum() >= id.seqnum;
             if useful && !self.files.iter().any(|f| f.file_id == file.file_id) {
+                // Mapped a second time for the sequences' list (cheap: a descriptor).
+                if let Some(again) = file.reopen() {
+                    self.sequences.add(again);
+                }
                 self.files.push(file);
+            } else {
+                self.sequences.add(file);
             }
         }
     }
@@ -472,7 +513,15 @@ fn hex_u64(v: &[u8]) -> Option<u64> {
 
 impl JournalFile {
     fn open(path: PathBuf) -> Option<JournalFile> {
-        let file = File::open(&path).ok()?;
+        JournalFile::from_file(File::open(&path).ok()?)
+    }
+
+    /// The same file, opened and mapped a second time.
+    fn reopen(&self) -> Option<JournalFile> {
+        JournalFile::from_file(self.file.try_clone().ok()?)
+    }
+
+    fn from_file(file: File) -> Option<JournalFile> {
         // SAFETY: a read-only shared mapping of a journal file. journald only appends to
         // its files and never shrinks them (it grows them with fallocate), so the mapped
         // range stays backed; every offset read from the file is bounds-checked against it.
@@ -634,10 +683,16 @@ impl JournalFile {
         }
     }
 
-    /// The entry at index `i` if it is the one `id` names.
-    fn entry_if(&mut self, i: u64, id: &EntryId) -> Option<u64> {
+    /// The offset of the file's entry number `i`, checked to be an entry object.
+    fn entry_at(&mut self, i: u64) -> Option<u64> {
         let off = self.entry_offset(i)?;
         self.object(off, ENTRY)?;
+        Some(off)
+    }
+
+    /// The entry at index `i` if it is the one `id` names.
+    fn entry_if(&mut self, i: u64, id: &EntryId) -> Option<u64> {
+        let off = self.entry_at(i)?;
         let seqnum = self.u64_at(off + 16)?;
         let xor = self.u64_at(off + 56)?;
         (seqnum == id.seqnum && xor == id.xor_hash).then_some(off)
@@ -658,8 +713,7 @@ impl JournalFile {
         let (mut lo, mut hi) = (0, self.n_entries());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let off = self.entry_offset(mid)?;
-            self.object(off, ENTRY)?;
+            let off = self.entry_at(mid)?;
             let seqnum = self.u64_at(off + 16)?;
             if seqnum < id.seqnum {
                 lo = mid + 1;
@@ -738,7 +792,29 @@ mod tests {
         // The same boot: by monotonic time too.
         assert!(tail(0, 50 * hour - 1, [7; 16]).may_follow(&head));
         assert!(!tail(0, 48 * hour, [7; 16]).may_follow(&head));
-        assert!(Foreign::Many.may_follow(&head));
+        // Only other sequences count, whatever entry made the list.
+        let near = tail(100 * hour, 50 * hour, [7; 16]);
+        let seqs = Sequences::Known(vec![
+            Sequence {
+                id: b"own".to_vec(),
+                archived: vec![near],
+                live: Vec::new(),
+            },
+            Sequence {
+                id: b"other".to_vec(),
+                archived: vec![near],
+                live: Vec::new(),
+            },
+        ]);
+        assert!(seqs.others_may_follow(b"own", &head));
+        assert!(seqs.others_may_follow(b"other", &head));
+        let Sequences::Known(mut v) = seqs else {
+            unreachable!()
+        };
+        v.pop();
+        assert!(!Sequences::Known(v).others_may_follow(b"own", &head));
+        assert!(Sequences::Many.others_may_follow(b"own", &head));
+        assert!(!Sequences::Known(Vec::new()).others_may_follow(b"own", &head));
     }
 
     #[test]
