@@ -294,7 +294,7 @@ impl Drop for RemoveDir {
 }
 
 /// With persistent storage journald keeps an unprivileged user's entries in a file of their
-/// own (`user-1000.journal`), which systemd 252 numbers in a sequence of its own: libsystemd
+/// own (`user-1000.journal`), which systemd 252 gives a sequence ID of its own: libsystemd
 /// merges the two files by time, and their entries interleave. Read ahead of libsystemd where
 /// that is safe or not, the same lines ship, in the same order, each once.
 #[test]
